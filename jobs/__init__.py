@@ -1,0 +1,1 @@
+"""Entry points: ``python -m jobs.caption`` for ``ray job submit``, and the ``vlmbatch`` command."""

@@ -1,0 +1,93 @@
+"""The ``vlmbatch`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from jobs.caption import run_spec_file
+
+    return run_spec_file(args.spec, args.run_id)
+
+
+def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    from operators.vlm.registry import get_family
+
+    try:
+        family = get_family(args.family)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    directory = Path(args.directory).expanduser()
+    if (directory / "config.json").exists() and not args.force:
+        print(f"{directory} already holds a model (use --force to rebuild)")
+        return 0
+    family.make_tiny(directory)
+    print(f"tiny {family.name} model written to {directory}")
+    return 0
+
+
+def _cmd_demo_corpus(args: argparse.Namespace) -> int:
+    from jobs.demo_corpus import write_demo_corpus
+    from schemas.spec import StorageConfig
+
+    n = write_demo_corpus(args.dest, StorageConfig(endpoint_url=args.endpoint_url))
+    print(f"wrote {n} demo objects under {args.dest}")
+    return 0
+
+
+def _cmd_spec_reference(args: argparse.Namespace) -> int:
+    from schemas.reference import spec_reference
+
+    print(spec_reference())
+    return 0
+
+
+def _cmd_families(args: argparse.Namespace) -> int:
+    from operators.vlm.registry import families
+
+    for name, fam in sorted(families().items()):
+        print(f"{name:12s} {', '.join(fam.architectures):40s} {fam.model_card}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``vlmbatch``."""
+    parser = argparse.ArgumentParser(prog="vlmbatch", description="Batch vision-language captioning on Ray + vLLM.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a job spec on the local or configured Ray cluster")
+    p.add_argument("spec", help="YAML job spec")
+    p.add_argument("--run-id", help="run id (reuse to resume)")
+    p.set_defaults(fn=_cmd_run)
+
+    p = sub.add_parser("make-tiny-model", help="build a deterministic tiny random-weight model of a family")
+    p.add_argument("family", help="model family (see 'vlmbatch families')")
+    p.add_argument("directory", help="output directory")
+    p.add_argument("--force", action="store_true", help="rebuild even if the directory holds a model")
+    p.set_defaults(fn=_cmd_make_tiny_model)
+
+    p = sub.add_parser("demo-corpus", help="write the demo image corpus to a local or s3:// prefix")
+    p.add_argument("dest", help="destination prefix")
+    p.add_argument("--endpoint-url", help="S3 endpoint (credentials come from the environment)")
+    p.set_defaults(fn=_cmd_demo_corpus)
+
+    p = sub.add_parser("spec-reference", help="print every job spec field with its description")
+    p.set_defaults(fn=_cmd_spec_reference)
+
+    p = sub.add_parser("families", help="list registered model families")
+    p.set_defaults(fn=_cmd_families)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vlmbatch`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

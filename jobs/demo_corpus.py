@@ -1,0 +1,74 @@
+"""The demo corpus: real photographs that scikit-image ships, generated images, one planted bad file.
+
+Written to any URI (local directory or ``s3://bucket/prefix``) so the demo and the tests read
+it through the same source as production corpora.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import posixpath
+from pathlib import Path
+
+from operators.storage import filesystem
+from schemas.spec import StorageConfig
+
+#: Photographs and scans bundled inside the scikit-image wheel (no download needed).
+SKIMAGE_FILES = (
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png",
+    "coins.png", "color.png", "grass.png", "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png",
+    "logo.png", "microaneurysms.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "page.png",
+    "phantom.png", "retina.jpg", "rocket.jpg", "text.png", "chessboard_RGB.png", "no_time_for_that_tiny.gif",
+)
+#: The planted bad file: text bytes under an image name.
+BAD_NAME = "not-really-a-photo.jpg"
+
+
+def _generated() -> dict[str, bytes]:
+    from PIL import Image, ImageDraw
+
+    out: dict[str, bytes] = {}
+    for k in range(8):
+        w, h = 320 + 40 * k, 240 + 24 * k
+        im = Image.new("RGB", (w, h))
+        px = im.load()
+        for y in range(h):
+            for x in range(w):
+                px[x, y] = (int(255 * x / w), int(255 * y / h), int(127 + 127 * math.sin((x + y + 30 * k) / 23)))
+        draw = ImageDraw.Draw(im)
+        draw.ellipse((w // 4, h // 4, w // 2 + 10 * k, h // 2 + 8 * k), fill=(255 - 20 * k, 40, 20 * k))
+        draw.rectangle((w // 2, h // 2, w - 20, h - 20), outline=(0, 0, 0), width=3)
+        buf = io.BytesIO()
+        fmt = "JPEG" if k % 2 == 0 else "PNG"
+        im.save(buf, format=fmt)
+        out[f"generated-{k:02d}.{fmt.lower().replace('jpeg', 'jpg')}"] = buf.getvalue()
+    rgba = Image.new("RGBA", (200, 120), (0, 0, 255, 0))
+    ImageDraw.Draw(rgba).rectangle((20, 20, 180, 100), fill=(255, 0, 0, 200))
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    out["generated-transparent.png"] = buf.getvalue()
+    return out
+
+
+def demo_files() -> dict[str, bytes]:
+    """Name -> bytes of every demo object (deterministic)."""
+    import skimage
+
+    data_dir = Path(skimage.__file__).parent / "data"
+    files = {f"photos/{name}": (data_dir / name).read_bytes() for name in SKIMAGE_FILES if (data_dir / name).exists()}
+    files.update({f"generated/{name}": data for name, data in _generated().items()})
+    files[f"bad/{BAD_NAME}"] = b"this is a text file, not a JPEG\n"
+    return files
+
+
+def write_demo_corpus(dest: str, storage: StorageConfig | None = None) -> int:
+    """Write the demo corpus under ``dest``; returns the number of objects written."""
+    fs, root = filesystem(dest, storage)
+    files = demo_files()
+    for name, data in files.items():
+        path = posixpath.join(root, name)
+        parent = path.rsplit("/", 1)[0]
+        fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(path, data)
+    return len(files)

@@ -1,0 +1,156 @@
+"""Captioning: a fixed pool of actors, one engine each, several batches in flight per actor.
+
+Rows whose status is already a failure pass through untouched (no engine time spent);
+every row leaves with provenance. The pixels column is dropped here, so image data never
+travels past the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from operators.base import Operator, Resources
+from operators.rows import set_columns
+from operators.vlm.engine import EngineDead, GenerationRequest
+from operators.vlm.registry import get_family
+from schemas import columns as C
+from schemas.provenance import Provenance
+from schemas.spec import CaptionConfig, ModelConfig, ResourcesConfig, SamplingConfig
+from schemas.status import Status
+
+if TYPE_CHECKING:
+    import ray.data
+
+log = logging.getLogger(__name__)
+
+OUT_TYPES = {
+    C.PROMPT: pa.string(),
+    C.CAPTION: pa.string(),
+    C.NUM_PROMPT_TOKENS: pa.int32(),
+    C.NUM_GENERATED_TOKENS: pa.int32(),
+    C.FINISH_REASON: pa.string(),
+    C.STATUS: pa.string(),
+    C.ERROR: pa.string(),
+    C.MODEL_ID: pa.string(),
+    C.MODEL_REVISION: pa.string(),
+    C.ENGINE: pa.string(),
+    C.SAMPLING_HASH: pa.string(),
+    C.CODE_VERSION: pa.string(),
+    C.RUN_ID: pa.string(),
+}
+
+
+def make_engine(model: ModelConfig, sampling: SamplingConfig):
+    """The engine the spec names, loaded in this process."""
+    family = get_family(model.family)
+    if model.engine.kind == "vllm":
+        from operators.vlm.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model, sampling, family)
+    from operators.vlm.transformers_engine import TransformersEngine
+
+    return TransformersEngine(model, sampling, family)
+
+
+class CaptionActor:
+    """Ray Data actor UDF: holds one engine; ``__call__`` is async so batches overlap."""
+
+    def __init__(self, model: ModelConfig, sampling: SamplingConfig, caption: CaptionConfig,
+                 provenance: Provenance, pixels_column: str = C.PIXELS):
+        self.family = get_family(model.family)
+        self.prompt = self.family.build_prompt(caption.prompt, caption.system_prompt)
+        self.provenance = provenance
+        self.pixels_column = pixels_column
+        self.engine = make_engine(model, sampling)
+
+    async def __call__(self, table: pa.Table) -> pa.Table:
+        from PIL import Image
+
+        n = table.num_rows
+        statuses = table.column(C.STATUS).to_pylist()
+        errors = table.column(C.ERROR).to_pylist()
+        ids = table.column(C.ID).to_pylist()
+        out: dict[str, list] = {name: [None] * n for name in OUT_TYPES if name not in (C.STATUS, C.ERROR)}
+        todo = [i for i in range(n) if statuses[i] == Status.OK.value]
+        if todo:
+            pixels = table.column(self.pixels_column)
+            widths = table.column(C.WIDTH).to_pylist()
+            heights = table.column(C.HEIGHT).to_pylist()
+            requests = [
+                GenerationRequest(
+                    ids[i], self.prompt,
+                    (Image.frombuffer("RGB", (widths[i], heights[i]), pixels[i].as_buffer(), "raw", "RGB", 0, 1),),
+                )
+                for i in todo
+            ]
+            try:
+                results = await self.engine.generate(requests)
+            except EngineDead as exc:
+                # Nothing more can run here: exit so Ray replaces the actor and retries the batch.
+                log.error("engine died (%s); exiting so the actor is replaced", exc)
+                os._exit(1)
+            for i, res in zip(todo, results):
+                out[C.PROMPT][i] = self.prompt
+                out[C.CAPTION][i] = res.text
+                out[C.NUM_PROMPT_TOKENS][i] = res.num_prompt_tokens
+                out[C.NUM_GENERATED_TOKENS][i] = res.num_generated_tokens
+                out[C.FINISH_REASON][i] = res.finish_reason
+                statuses[i], errors[i] = res.status.value, res.error
+                if res.status == Status.OK and not (res.text or "").strip():
+                    statuses[i], errors[i] = Status.EMPTY_GENERATION.value, "the model generated no text"
+        p = self.provenance
+        stamp = {C.MODEL_ID: p.model_id, C.MODEL_REVISION: p.model_revision, C.ENGINE: self.engine.name,
+                 C.SAMPLING_HASH: p.sampling_hash, C.CODE_VERSION: p.code_version, C.RUN_ID: p.run_id}
+        for name, value in stamp.items():
+            out[name] = [value] * n
+        table = table.drop_columns([self.pixels_column])
+        return set_columns(table, {**out, C.STATUS: statuses, C.ERROR: errors}, OUT_TYPES)
+
+
+class CaptionOperator(Operator):
+    """Caption every ``ok`` row with the spec's model on a fixed pool of engine actors."""
+
+    name = "caption"
+
+    def __init__(self, model: ModelConfig, sampling: SamplingConfig, caption: CaptionConfig,
+                 resources: ResourcesConfig, provenance: Provenance, pixels_column: str = C.PIXELS):
+        self.model = model
+        self.sampling = sampling
+        self.caption = caption
+        self.resources = resources
+        self.provenance = provenance
+        self.pixels_column = pixels_column
+
+    def requires(self) -> tuple[str, ...]:
+        return (C.ID, self.pixels_column, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR)
+
+    def produces(self) -> tuple[str, ...]:
+        return tuple(OUT_TYPES)
+
+    def drops(self) -> tuple[str, ...]:
+        return (self.pixels_column,)
+
+    def check(self) -> None:
+        get_family(self.model.family)  # KeyError names the known families
+
+    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        import ray.data
+
+        r = self.resources
+        res = Resources(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine * self.model.engine.tensor_parallel_size)
+        return ds.map_batches(
+            CaptionActor,
+            fn_constructor_kwargs=dict(model=self.model, sampling=self.sampling, caption=self.caption,
+                                       provenance=self.provenance, pixels_column=self.pixels_column),
+            batch_size=r.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=r.num_engines,
+                                               max_tasks_in_flight_per_actor=2 * r.batches_in_flight),
+            max_concurrency=r.batches_in_flight,
+            udf_modifying_row_count=False,
+            **res.ray_args(),
+        )

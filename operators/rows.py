@@ -1,0 +1,76 @@
+"""Row-wise helpers shared by CPU operators: failed rows pass through, errors become statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from schemas import columns as C
+from schemas.status import Status
+
+STATUS_TYPES = {C.STATUS: pa.string(), C.ERROR: pa.string()}
+
+
+def error_text(exc: BaseException, limit: int = 500) -> str:
+    """One-line, bounded description of ``exc`` for an error column."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class RowFailure(Exception):
+    """Raised by a row function to end the row with ``status`` and a message."""
+
+    def __init__(self, status: Status, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def map_rows(
+    table: pa.Table,
+    fn: Callable[[dict], dict],
+    out_types: dict[str, pa.DataType],
+    *,
+    failure_status: Status,
+    drop: tuple[str, ...] = (),
+) -> pa.Table:
+    """Apply ``fn`` to every row whose status is ``ok``.
+
+    ``fn`` returns a dict of produced columns. A row whose status is already a failure passes
+    through with nulls in the produced columns. An exception in ``fn`` ends that row with
+    ``failure_status`` (or the status a :class:`RowFailure` carries) and never touches its
+    neighbours.
+
+    Returns:
+        ``table`` minus ``drop`` with the produced columns set, types per ``out_types``.
+    """
+    names = [n for n in out_types if n not in STATUS_TYPES]
+    produced: dict[str, list] = {n: [] for n in names}
+    statuses = table.column(C.STATUS).to_pylist()
+    errors = table.column(C.ERROR).to_pylist() if C.ERROR in table.column_names else [None] * table.num_rows
+    rows = table.to_pylist()
+    for i, row in enumerate(rows):
+        result: dict = {}
+        if statuses[i] == Status.OK.value:
+            try:
+                result = fn(row)
+            except RowFailure as failure:
+                statuses[i], errors[i] = failure.status.value, failure.message
+            except Exception as exc:  # noqa: BLE001 - a row's failure is data, not a crash
+                statuses[i], errors[i] = failure_status.value, error_text(exc)
+        for n in names:
+            produced[n].append(result.get(n, row.get(n)))
+    out = table.drop_columns([n for n in drop if n in table.column_names])
+    return set_columns(out, {**produced, C.STATUS: statuses, C.ERROR: errors}, {**out_types, **STATUS_TYPES})
+
+
+def set_columns(table: pa.Table, values: dict[str, list], types: dict[str, pa.DataType]) -> pa.Table:
+    """Return ``table`` with ``values`` added or replacing columns of the same name."""
+    for name, data in values.items():
+        array = pa.array(data, type=types[name])
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, array)
+        else:
+            table = table.append_column(name, array)
+    return table

@@ -1,0 +1,1 @@
+"""Sources: turn a corpus location into rows with stable ids."""

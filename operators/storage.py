@@ -1,0 +1,67 @@
+"""Filesystems for object-store and local URIs, through fsspec (s3fs for ``s3://``).
+
+Credentials are never passed here: s3fs/botocore read them from the standard chain
+(environment, profile, instance or pod identity). Only the endpoint and region come from
+the spec.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import TYPE_CHECKING
+
+from schemas.spec import StorageConfig
+
+if TYPE_CHECKING:
+    import fsspec
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """Return ``(protocol, path)``; local paths become ``("file", absolute path)``."""
+    if "://" in uri:
+        protocol, _, path = uri.partition("://")
+        if protocol == "file":
+            return "file", os.path.abspath(path)
+        return protocol, path
+    return "file", os.path.abspath(os.path.expanduser(uri))
+
+
+def join_uri(root: str, *parts: str) -> str:
+    """Join path parts under ``root`` keeping its scheme."""
+    protocol, path = split_uri(root)
+    joined = posixpath.join(path, *parts)
+    return joined if protocol == "file" else f"{protocol}://{joined}"
+
+
+def to_uri(protocol: str, path: str) -> str:
+    """Inverse of :func:`split_uri` for a path that a filesystem returned."""
+    return path if protocol == "file" else f"{protocol}://{path}"
+
+
+def storage_options(protocol: str, storage: StorageConfig) -> dict:
+    """fsspec options for ``protocol`` from the spec's endpoint and region (no secrets)."""
+    if protocol not in ("s3", "s3a"):
+        return {}
+    client_kwargs: dict = {}
+    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    if storage.region:
+        client_kwargs["region_name"] = storage.region
+    options: dict = {"client_kwargs": client_kwargs, "anon": storage.anon}
+    # Retries of throttling and connection errors happen inside botocore as well as ours.
+    options["config_kwargs"] = {"retries": {"max_attempts": 5, "mode": "standard"}}
+    return options
+
+
+def filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return ``(filesystem, path)`` for ``uri``.
+
+    Instances are cached by fsspec per option set, so calling this per batch is cheap.
+    """
+    import fsspec
+
+    protocol, path = split_uri(uri)
+    fs = fsspec.filesystem(protocol, **storage_options(protocol, storage or StorageConfig()))
+    return fs, path

@@ -1,0 +1,1 @@
+"""Built-in model families; each module registers one :class:`~operators.vlm.registry.ModelFamily`."""

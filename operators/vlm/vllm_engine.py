@@ -1,0 +1,117 @@
+"""vLLM engine inside an actor: one ``AsyncLLM`` serving every batch the actor has in flight.
+
+Several batches awaiting one async engine is what keeps the accelerator busy: while one
+batch's rows are being converted and returned, the engine's scheduler is already running
+the next batch's prefill alongside the decode of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+
+from operators.rows import error_text
+from operators.vlm.engine import EngineDead, GenerationRequest, GenerationResult
+from operators.vlm.registry import ModelFamily
+from schemas.spec import ModelConfig, SamplingConfig
+from schemas.status import Status
+
+log = logging.getLogger(__name__)
+
+_TOO_LONG_MARKERS = ("longer than the maximum model length", "exceeds the maximum", "too long", "max_model_len")
+
+
+def _on_cpu() -> bool:
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def engine_args(model: ModelConfig, family: ModelFamily) -> dict:
+    """Keyword arguments for ``vllm.AsyncEngineArgs`` from the spec."""
+    e = model.engine
+    args = dict(
+        model=model.model_id,
+        tokenizer=model.model_id,
+        revision=model.revision,
+        trust_remote_code=model.trust_remote_code,
+        dtype=e.dtype,
+        max_model_len=e.max_model_len,
+        max_num_seqs=e.max_num_seqs,
+        tensor_parallel_size=e.tensor_parallel_size,
+        gpu_memory_utilization=e.gpu_memory_utilization,
+        enforce_eager=e.enforce_eager,
+        limit_mm_per_prompt={"image": e.limit_images_per_prompt},
+        load_format=e.load_format,
+        seed=e.seed,
+    )
+    if _on_cpu():
+        args["enforce_eager"] = True
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def sampling_params(sampling: SamplingConfig, family: ModelFamily):
+    """``vllm.SamplingParams`` for the spec's sampling settings and the family's stop strings."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        max_tokens=sampling.max_tokens,
+        min_tokens=sampling.min_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        repetition_penalty=sampling.repetition_penalty,
+        seed=sampling.seed,
+        ignore_eos=sampling.ignore_eos,
+        stop=list(family.stop),
+    )
+
+
+class VLLMEngine:
+    """An ``AsyncLLM`` for one model, with per-request statuses."""
+
+    def __init__(self, model: ModelConfig, sampling: SamplingConfig, family: ModelFamily):
+        if _on_cpu():
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(model.engine.cpu_kvcache_gib))
+        import vllm
+
+        self.name = f"vllm-{vllm.__version__}"
+        self._engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(**engine_args(model, family)))
+        self._params = sampling_params(sampling, family)
+
+    async def _one(self, request: GenerationRequest) -> GenerationResult:
+        prompt: dict = {"prompt": request.prompt}
+        if request.images:
+            prompt["multi_modal_data"] = {"image": list(request.images) if len(request.images) > 1
+                                          else request.images[0]}
+        final = None
+        try:
+            async for out in self._engine.generate(prompt, self._params, f"{request.request_id}-{uuid.uuid4().hex}"):
+                final = out
+        except Exception as exc:  # noqa: BLE001 - classify below
+            if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError") and self._engine.errored:
+                raise EngineDead(error_text(exc)) from exc
+            text = str(exc)
+            status = Status.PROMPT_TOO_LONG if any(m in text for m in _TOO_LONG_MARKERS) else Status.GENERATION_ERROR
+            return GenerationResult(None, None, None, None, status, error_text(exc))
+        if final is None or not final.outputs:
+            return GenerationResult(None, None, None, None, Status.GENERATION_ERROR, "engine returned no output")
+        completion = final.outputs[0]
+        return GenerationResult(
+            text=completion.text,
+            num_prompt_tokens=len(final.prompt_token_ids or ()),
+            num_generated_tokens=len(completion.token_ids),
+            finish_reason=completion.finish_reason,
+        )
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    def shutdown(self) -> None:
+        shutdown = getattr(self._engine, "shutdown", None)
+        if shutdown:
+            shutdown()

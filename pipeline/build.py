@@ -1,0 +1,52 @@
+"""Turn a job spec into a pipeline and its sink."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from operators.caption import CaptionOperator
+from operators.decode import DecodeOperator
+from operators.fetch import FetchOperator
+from operators.sources.prefix import PrefixSource
+from operators.vlm.registry import get_family
+from pipeline.commit import ParquetCommitSink
+from pipeline.dag import Pipeline
+from pipeline.provenance import provenance_for
+from schemas.spec import JobSpec
+
+
+def new_run_id(name: str) -> str:
+    """A fresh run id: job name, UTC time, random suffix."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{name}-{stamp}-{secrets.token_hex(3)}"
+
+
+def caption_pipeline(spec: JobSpec, run_id: str) -> Pipeline:
+    """source -> fetch -> decode -> caption, from ``spec``."""
+    family = get_family(spec.model.family)
+    r = spec.resources
+    return (
+        Pipeline.read(PrefixSource(spec.source, rows_per_block=r.cpu_batch_size))
+        .then(FetchOperator(spec.source, spec.decode, batch_size=r.cpu_batch_size))
+        .then(DecodeOperator(spec.decode, max_side=family.preprocess.max_side, batch_size=r.cpu_batch_size))
+        .then(CaptionOperator(spec.model, spec.sampling, spec.caption, r, provenance_for(spec, run_id)))
+    )
+
+
+def caption_sink(spec: JobSpec, run_id: str) -> ParquetCommitSink:
+    """The committing Parquet sink of a caption run of ``spec``."""
+    prov = provenance_for(spec, run_id)
+    return ParquetCommitSink(
+        spec.sink,
+        run_id,
+        manifest_fields=dict(
+            job=spec.name,
+            spec_hash=spec.digest(),
+            spec=spec.model_dump(mode="json"),
+            model_id=prov.model_id,
+            model_revision=prov.model_revision,
+            sampling_hash=prov.sampling_hash,
+            code_version=prov.code_version,
+        ),
+    )

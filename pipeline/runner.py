@@ -1,0 +1,60 @@
+"""The runner: Ray start-up, Ray Data context, one run of a job spec, the summary."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pipeline.build import caption_pipeline, caption_sink, new_run_id
+from schemas.manifest import Manifest
+from schemas.spec import JobSpec, RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(run: RunConfig) -> None:
+    """Join the cluster the spec or ``RAY_ADDRESS`` names, or start a local instance.
+
+    Inside a ``ray job submit`` job, ``RAY_ADDRESS`` points at the cluster and this joins it.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = run.ray_address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {"log_to_driver": True}
+    if address:
+        kwargs["address"] = address
+    elif run.num_cpus:
+        kwargs["num_cpus"] = run.num_cpus
+    ray.init(**kwargs)
+
+
+def configure_data_context(run: RunConfig) -> None:
+    """Ray Data settings for a run: progress bars on (off by default under Ray Jobs)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = run.progress_bars
+    ctx.enable_operator_progress_bars = run.progress_bars
+    # A failure of one block must never fail the job silently: UDFs turn row errors into
+    # statuses, so any block error that reaches Ray Data is a real fault and should stop it.
+    ctx.max_errored_blocks = 0
+
+
+def run_job(spec: JobSpec, run_id: str | None = None) -> Manifest:
+    """Run ``spec`` end to end and return the committed manifest.
+
+    Raises:
+        pipeline.dag.PipelineError: the pipeline is malformed (before anything starts).
+        pipeline.commit.CommitError: the run could not be committed.
+        operators.sources.prefix.SourceError: the source cannot be listed.
+    """
+    run_id = run_id or spec.run.run_id or new_run_id(spec.name)
+    pipe = caption_pipeline(spec, run_id)
+    sink = caption_sink(spec, run_id)
+    pipe.validate(sink.requires())
+    init_ray(spec.run)
+    configure_data_context(spec.run)
+    log.info("run %s: %s -> %s", run_id, pipe.describe(), sink.run_root)
+    return pipe.write(sink)

@@ -1,0 +1,198 @@
+"""The job spec: what a YAML file under ``jobs/specs/`` becomes.
+
+Every field carries a description (``vlmbatch spec-reference`` prints them). Specs name
+endpoints, never secrets: credentials come from the standard chain (environment, profile,
+instance or pod identity). Unknown keys are rejected so a typo fails at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_SECRET_KEYS = {"key", "secret", "password", "token", "aws_access_key_id", "aws_secret_access_key", "session_token"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Strict):
+    """Where and how to reach an object store. Endpoint and region only: never credentials."""
+
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333; None uses AWS_ENDPOINT_URL or AWS."
+    )
+    region: str | None = Field(None, description="Object-store region; None uses the standard chain.")
+    anon: bool = Field(False, description="Read without credentials (public buckets).")
+
+
+class SourceConfig(_Strict):
+    """The image corpus to read."""
+
+    uri: str = Field(description="Prefix to list: s3://bucket/prefix/, gs://..., file:///abs/dir or a local path.")
+    extensions: tuple[str, ...] = Field(
+        (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"),
+        description="File-name suffixes (case-insensitive) that count as images; other objects are not listed.",
+    )
+    id_mode: Literal["location", "content"] = Field(
+        "location",
+        description="How a row's stable id is derived: from the normalised object location, or from a hash of "
+        "the image bytes (identical files then share an id).",
+    )
+    limit: int | None = Field(None, ge=1, description="Take only the first N listed images (sorted), for trials.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="How to reach the source store.")
+
+
+class DecodeConfig(_Strict):
+    """Decode and normalisation of fetched bytes."""
+
+    max_side: int = Field(
+        1024, ge=16, description="Longest side after normalisation; larger images are reduced (aspect kept)."
+    )
+    max_source_pixels: int = Field(
+        200_000_000,
+        ge=1,
+        description="Header-declared width*height above which an image is rejected as a decompression bomb "
+        "(status too_large) before any pixel is decoded.",
+    )
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Objects larger than this are rejected unread.")
+    fetch_retries: int = Field(4, ge=0, description="Retries of a transient fetch error, with exponential backoff.")
+
+
+class EngineConfig(_Strict):
+    """Settings handed to the inference engine inside each actor."""
+
+    kind: Literal["vllm", "transformers"] = Field("vllm", description="vllm (default) or the transformers reference.")
+    dtype: str = Field("auto", description="Model dtype: auto, bfloat16, float16 or float32.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length; None uses the model's.")
+    max_num_seqs: int = Field(64, ge=1, description="Sequences the engine schedules together.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (tensor parallelism).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use.")
+    enforce_eager: bool = Field(False, description="Disable CUDA graphs (always on for the CPU build).")
+    cpu_kvcache_gib: int = Field(1, ge=1, description="KV cache size in GiB for vLLM's CPU build.")
+    limit_images_per_prompt: int = Field(1, ge=1, description="Most images one prompt carries.")
+    load_format: str = Field("auto", description="vLLM load format; 'dummy' gives random weights for benchmarks.")
+    seed: int = Field(0, description="Engine seed.")
+
+
+class ModelConfig(_Strict):
+    """The vision-language model and how to serve it."""
+
+    family: str = Field(description="Model family in the registry (prompt format, stop tokens, preprocessing).")
+    model_id: str = Field(description="Hub id or local directory of the checkpoint. '~' and ${VAR} are expanded.")
+    revision: str | None = Field(None, description="Pinned revision (commit) of the checkpoint.")
+    trust_remote_code: bool = Field(False, description="Allow the checkpoint's own code; requires a pinned revision.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine settings.")
+
+    @model_validator(mode="after")
+    def _remote_code_needs_revision(self) -> ModelConfig:
+        if self.trust_remote_code and not self.revision:
+            raise ValueError("trust_remote_code: true requires a pinned revision (model.revision)")
+        return self
+
+
+class SamplingConfig(_Strict):
+    """Sampling settings; their hash is recorded on every row."""
+
+    max_tokens: int = Field(256, ge=1, description="Most tokens generated per image.")
+    min_tokens: int = Field(0, ge=0, description="Fewest tokens generated before a stop may end a generation.")
+    temperature: float = Field(0.0, ge=0, description="0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    repetition_penalty: float = Field(1.0, gt=0, description="Penalty on repeated tokens (1 is none).")
+    seed: int | None = Field(0, description="Per-request seed, so sampled output is reproducible.")
+    ignore_eos: bool = Field(False, description="Keep generating past EOS (benchmarks use fixed lengths).")
+
+    def digest(self) -> str:
+        """Short stable hash of these settings."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class CaptionConfig(_Strict):
+    """The captioning task."""
+
+    prompt: str = Field(
+        "Describe this image in detail.", min_length=1, description="Instruction given with each image."
+    )
+    system_prompt: str | None = Field(None, description="Optional system message; None uses the family's default.")
+
+
+class SinkConfig(_Strict):
+    """Where committed Parquet goes."""
+
+    uri: str = Field(description="Output root; the run writes under <uri>/<run_id>/ (staging, then manifest).")
+    rows_per_file: int = Field(2048, ge=1, description="Target rows per Parquet file.")
+    compression: str = Field("zstd", description="Parquet compression codec.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="How to reach the sink store.")
+
+
+class ResourcesConfig(_Strict):
+    """How much of the cluster the job uses."""
+
+    num_engines: int = Field(1, ge=1, description="Actors in the model pool, one engine each.")
+    gpus_per_engine: float = Field(0, ge=0, description="GPUs per engine actor (0 on CPU-only machines).")
+    cpus_per_engine: float = Field(1, ge=0, description="CPUs reserved per engine actor.")
+    batch_size: int = Field(16, ge=1, description="Rows per batch handed to an engine actor.")
+    batches_in_flight: int = Field(
+        4, ge=1, description="Batches one engine actor works on at once, so the engine never waits on the CPU."
+    )
+    cpu_batch_size: int = Field(32, ge=1, description="Rows per batch in fetch and decode tasks.")
+
+
+class RunConfig(_Strict):
+    """Run identity and Ray connection."""
+
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="Run id; reuse one to resume. None derives a fresh one from the time.",
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster address; None joins RAY_ADDRESS or starts a local instance."
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance; None lets Ray decide.")
+    progress_bars: bool = Field(True, description="Show Ray Data's per-operator progress bars.")
+
+
+class JobSpec(_Strict):
+    """A captioning job: source -> decode -> caption -> sink."""
+
+    name: str = Field(description="Job name; recorded in the manifest.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    source: SourceConfig = Field(description="Input corpus.")
+    decode: DecodeConfig = Field(default_factory=DecodeConfig, description="Decode and normalisation.")
+    model: ModelConfig = Field(description="Model and engine.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling.")
+    caption: CaptionConfig = Field(default_factory=CaptionConfig, description="Caption task.")
+    sink: SinkConfig = Field(description="Output.")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Resources.")
+    run: RunConfig = Field(default_factory=RunConfig, description="Run options.")
+
+    @field_validator("source", "sink", mode="before")
+    @classmethod
+    def _no_secrets(cls, value: object) -> object:
+        if isinstance(value, dict):
+            found = _secret_keys(value)
+            if found:
+                raise ValueError(
+                    f"specs must not hold credentials (found {', '.join(sorted(found))}); "
+                    "use the environment, a profile or the instance identity"
+                )
+        return value
+
+    def digest(self) -> str:
+        """Stable hash of the spec minus run options (same work, same hash)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"run"}), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _secret_keys(value: object) -> set[str]:
+    if isinstance(value, dict):
+        found = {k for k in value if str(k).lower() in _SECRET_KEYS}
+        for v in value.values():
+            found |= _secret_keys(v)
+        return found
+    return set()

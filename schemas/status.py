@@ -1,0 +1,38 @@
+"""Row statuses: every input row ends with exactly one of these."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Status(str, Enum):
+    """Outcome of one input row. ``ok`` is the only status whose caption is usable."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    FETCH_ERROR = "fetch_error"
+    EMPTY_FILE = "empty_file"
+    NOT_AN_IMAGE = "not_an_image"
+    DECODE_ERROR = "decode_error"
+    TOO_LARGE = "too_large"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    GENERATION_ERROR = "generation_error"
+    EMPTY_GENERATION = "empty_generation"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Statuses that end a row before the model sees it; later stages pass such rows through.
+PRE_MODEL_FAILURES = frozenset(
+    {
+        Status.NOT_FOUND,
+        Status.FORBIDDEN,
+        Status.FETCH_ERROR,
+        Status.EMPTY_FILE,
+        Status.NOT_AN_IMAGE,
+        Status.DECODE_ERROR,
+        Status.TOO_LARGE,
+    }
+)
