@@ -67,6 +67,13 @@ class CaptionActor:
         self.pixels_column = pixels_column
         self.engine = make_engine(model, sampling)
 
+    def __del__(self):
+        # Ray Data calls this when it retires the actor: stop the engine's child processes
+        # in order instead of letting them notice a dead parent.
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
+
     async def __call__(self, table: pa.Table) -> pa.Table:
         from PIL import Image
 

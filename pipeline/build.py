@@ -11,7 +11,7 @@ from operators.fetch import FetchOperator
 from operators.sources.prefix import PrefixSource
 from operators.vlm.registry import get_family
 from pipeline.commit import ParquetCommitSink
-from pipeline.dag import Pipeline
+from pipeline.dag import Pipeline, PipelineError
 from pipeline.provenance import provenance_for
 from schemas.spec import JobSpec
 
@@ -24,7 +24,10 @@ def new_run_id(name: str) -> str:
 
 def caption_pipeline(spec: JobSpec, run_id: str) -> Pipeline:
     """source -> fetch -> decode -> caption, from ``spec``."""
-    family = get_family(spec.model.family)
+    try:
+        family = get_family(spec.model.family)
+    except KeyError as exc:
+        raise PipelineError(f"model.family: {exc.args[0]}") from None
     r = spec.resources
     return (
         Pipeline.read(PrefixSource(spec.source, rows_per_block=r.cpu_batch_size))

@@ -69,7 +69,7 @@ class Pipeline:
             try:
                 step.check()
             except (ValueError, KeyError) as exc:
-                raise PipelineError(f"{step.name}: {exc}") from exc
+                raise PipelineError(f"{step.name}: {exc.args[0] if exc.args else exc}") from exc
         available = set(self.source.produces())
         for op in self.operators:
             missing = [c for c in op.requires() if c not in available]
