@@ -54,7 +54,7 @@ class Operator(ABC):
         """Columns this operator removes (transient data such as bytes)."""
         return ()
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Validate settings on the driver before anything runs; raise ``ValueError`` with a clear message."""
 
     @abstractmethod
@@ -74,7 +74,7 @@ class SourceOperator(ABC):
     def produces(self) -> tuple[str, ...]:
         """Columns of the rows this source yields."""
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Validate settings on the driver; raise ``ValueError`` with a clear message."""
 
     @abstractmethod

@@ -100,7 +100,7 @@ class CaptionActor:
                 # Nothing more can run here: exit so Ray replaces the actor and retries the batch.
                 log.error("engine died (%s); exiting so the actor is replaced", exc)
                 os._exit(1)
-            for i, res in zip(todo, results):
+            for i, res in zip(todo, results, strict=True):
                 out[C.PROMPT][i] = self.prompt
                 out[C.CAPTION][i] = res.text
                 out[C.NUM_PROMPT_TOKENS][i] = res.num_prompt_tokens
@@ -148,7 +148,8 @@ class CaptionOperator(Operator):
         import ray.data
 
         r = self.resources
-        res = Resources(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine * self.model.engine.tensor_parallel_size)
+        gpus = r.gpus_per_engine * self.model.engine.tensor_parallel_size
+        res = Resources(num_cpus=r.cpus_per_engine, num_gpus=gpus)
         return ds.map_batches(
             CaptionActor,
             fn_constructor_kwargs=dict(model=self.model, sampling=self.sampling, caption=self.caption,

@@ -65,7 +65,9 @@ def test_huge_image_is_reduced_and_original_size_recorded():
     assert out[C.WIDTH] / out[C.HEIGHT] == pytest.approx(1.5, rel=0.01)
 
 
-@pytest.mark.parametrize("make", [corpus.cmyk_jpeg, corpus.gray16_png, corpus.bilevel_png], ids=["cmyk", "16bit", "1bit"])
+@pytest.mark.parametrize(
+    "make", [corpus.cmyk_jpeg, corpus.gray16_png, corpus.bilevel_png], ids=["cmyk", "16bit", "1bit"]
+)
 def test_modes_become_rgb(make):
     out = decode_image(make(), CFG, 512)
     assert len(out[C.PIXELS]) == out[C.WIDTH] * out[C.HEIGHT] * 3

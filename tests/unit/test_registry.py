@@ -50,9 +50,9 @@ def test_tiny_model_is_deterministic_and_captions(family, tiny_models, tmp_path)
 
     engine = TransformersEngine(ModelConfig(family=family, model_id=str(directory)),
                                SamplingConfig(max_tokens=6, min_tokens=6), get_family(family))
-    from operators.vlm.engine import GenerationRequest
-
     import asyncio
+
+    from operators.vlm.engine import GenerationRequest
 
     prompt = get_family(family).build_prompt("Describe this image.")
     [result] = asyncio.run(engine.generate([GenerationRequest("r", prompt, (Image.new("RGB", (80, 60), "red"),))]))

@@ -1,0 +1,85 @@
+"""CaptionActor plumbing with a fake engine: statuses, provenance, overlap of batches in flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pyarrow as pa
+
+from operators.caption import CaptionActor
+from operators.vlm.engine import GenerationResult
+from operators.vlm.registry import get_family
+from schemas import columns as C
+from schemas.provenance import Provenance
+from schemas.status import Status
+
+
+class FakeEngine:
+    name = "fake-1"
+
+    def __init__(self, replies):
+        self.replies = replies
+        self.active = 0
+        self.max_active = 0
+
+    async def generate(self, requests):
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        await asyncio.sleep(0.05)
+        self.active -= 1
+        out = []
+        for r in requests:
+            assert r.images[0].size == (4, 2)
+            out.append(self.replies.get(r.request_id, GenerationResult("a red square", 30, 3, "stop")))
+        return out
+
+    def shutdown(self):
+        pass
+
+
+def actor(engine) -> CaptionActor:
+    a = CaptionActor.__new__(CaptionActor)
+    a.family = get_family("internvl")
+    a.prompt = a.family.build_prompt("Describe.")
+    a.provenance = Provenance(model_id="m", model_revision="rev", sampling_hash="sh", code_version="cv", run_id="r")
+    a.pixels_column = C.PIXELS
+    a.engine = engine
+    return a
+
+
+def batch(ids, statuses):
+    n = len(ids)
+    return pa.table({
+        C.ID: ids, C.SOURCE: [f"s3://b/{i}" for i in ids], C.STATUS: statuses, C.ERROR: [None] * n,
+        C.PIXELS: [bytes(4 * 2 * 3) if s == "ok" else None for s in statuses],
+        C.WIDTH: [4 if s == "ok" else None for s in statuses], C.HEIGHT: [2 if s == "ok" else None for s in statuses],
+    })
+
+
+def test_statuses_and_provenance():
+    engine = FakeEngine({
+        "empty": GenerationResult("  ", 30, 1, "stop"),
+        "long": GenerationResult(None, None, None, None, Status.PROMPT_TOO_LONG, "prompt too long"),
+    })
+    out = asyncio.run(actor(engine)(batch(["a", "bad", "empty", "long"], ["ok", "not_an_image", "ok", "ok"])))
+    rows = {r[C.ID]: r for r in out.to_pylist()}
+    assert out.num_rows == 4 and C.PIXELS not in out.column_names
+    assert rows["a"][C.STATUS] == "ok" and rows["a"][C.CAPTION] == "a red square"
+    assert rows["a"][C.NUM_GENERATED_TOKENS] == 3 and rows["a"][C.PROMPT].endswith("assistant\n")
+    assert rows["bad"][C.STATUS] == "not_an_image" and rows["bad"][C.CAPTION] is None
+    assert rows["empty"][C.STATUS] == "empty_generation"
+    assert rows["long"][C.STATUS] == "prompt_too_long" and rows["long"][C.ERROR]
+    for r in rows.values():
+        assert (r[C.MODEL_ID], r[C.MODEL_REVISION], r[C.ENGINE], r[C.RUN_ID]) == ("m", "rev", "fake-1", "r")
+
+
+def test_batches_in_flight_overlap_on_one_engine():
+    engine = FakeEngine({})
+    a = actor(engine)
+
+    async def two():
+        return await asyncio.gather(a(batch(["x"], ["ok"])), a(batch(["y"], ["ok"])))
+
+    outs = asyncio.run(two())
+    assert [o.column(C.ID).to_pylist() for o in outs] == [["x"], ["y"]]
+    assert engine.max_active == 2
