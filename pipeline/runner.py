@@ -25,8 +25,11 @@ def init_ray(run: RunConfig) -> None:
     kwargs: dict = {"log_to_driver": True}
     if address:
         kwargs["address"] = address
-    elif run.num_cpus:
-        kwargs["num_cpus"] = run.num_cpus
+    else:
+        # A local instance talks over loopback only.
+        kwargs["_node_ip_address"] = "127.0.0.1"
+        if run.num_cpus:
+            kwargs["num_cpus"] = run.num_cpus
     ray.init(**kwargs)
 
 

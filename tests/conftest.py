@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,52 @@ def s3_server(tmp_path_factory):
         yield endpoint
     finally:
         subprocess.run([script, "stop"], env=env, check=False)
+
+
+class LocalRayCluster:
+    """A ``ray start --head`` cluster on loopback that stops only its own processes.
+
+    (``ray stop`` would also kill every other Ray instance on the machine.)
+    """
+
+    def __init__(self, ray_bin: str, env: dict, num_cpus: int = 2):
+        self.ray_bin = ray_bin
+        self.num_cpus = num_cpus
+        self.gcs_port, self.dashboard_port, self.client_port = free_port(), free_port(), free_port()
+        self.temp_dir = f"/tmp/vr-{self.gcs_port}"
+        # Every process of the cluster inherits this marker; stop() finds them by it.
+        self.marker = f"VLMBATCH_TEST_CLUSTER={self.gcs_port}"
+        self.env = {**env, "VLMBATCH_TEST_CLUSTER": str(self.gcs_port)}
+
+    def start(self) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.ray_bin, "start", "--head", f"--num-cpus={self.num_cpus}", "--node-ip-address=127.0.0.1",
+             f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
+             f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"],
+            env=self.env, capture_output=True, text=True, timeout=180,
+        )
+
+    def _pids(self) -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    environ = f.read().split(b"\0")
+            except OSError:
+                continue
+            if self.marker.encode() in environ:
+                pids.append(int(entry))
+        return pids
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 2.0)):
+            for pid in self._pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while self._pids() and time.monotonic() < deadline:
+                time.sleep(0.2)

@@ -14,7 +14,7 @@ import pytest
 
 from jobs.demo_corpus import write_demo_corpus
 from schemas.spec import StorageConfig
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, LocalRayCluster
 from tests.integration.helpers import check_demo_output, demo_spec, write_spec
 
 pytestmark = pytest.mark.slow
@@ -98,25 +98,22 @@ def test_ray_job_submit_to_local_cluster(s3_server, corpus_bucket, tiny_models, 
     models = tmp_path / "home" / "models"
     models.mkdir(parents=True)
     (models / "tiny-internvl").symlink_to(tiny_models["internvl"])
-    gcs, dash = free_port(), free_port()
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
-    # The cluster inherits this environment: the endpoint for the spec, credentials from
-    # the standard chain (here the environment), exactly as a node with an identity would.
-    started = subprocess.run([ray_bin, "start", "--head", "--num-cpus=2", f"--port={gcs}",
-                              f"--dashboard-port={dash}", "--disable-usage-stats"],
-                             env=env, capture_output=True, text=True, timeout=180)
+    cluster = LocalRayCluster(ray_bin, env)
     try:
+        started = cluster.start()
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
         # Clusters use token authentication by default; the local token file is the client's key.
         client_env = {**env, "RAY_AUTH_MODE": "token"}
         proc = subprocess.run(
-            [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", ".", "--",
+            [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{cluster.dashboard_port}", "--working-dir", ".",
+             "--",
              "python", "-m", "jobs.caption", "--spec", str(spec_path.relative_to(ROOT)), "--run-id", "job-1"],
             cwd=ROOT, env=client_env, capture_output=True, text=True,
             timeout=600,
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        cluster.stop()
     # demo.yaml reads s3://vlmbatch-demo/: the cluster saw the test server through VLMBATCH_S3_ENDPOINT.
     check_demo_output(s3_server, "vlmbatch-demo", "job-1", "internvl")
