@@ -34,6 +34,18 @@ NUM_PROMPT_TOKENS = "num_prompt_tokens"
 NUM_GENERATED_TOKENS = "num_generated_tokens"
 FINISH_REASON = "finish_reason"
 
+# Dataset builds (ShareGPT4V-style): image path relative to the image root, questions a
+# manifest or question set supplies, and the question-answer pairs generated per image.
+IMAGE = "image"
+QUESTIONS = "questions"
+QA = "qa"
+QA_MODEL_ID = "qa_model_id"
+QA_ENGINE = "qa_engine"
+# Fields of one QA pair (struct inside the QA list column).
+QA_QUESTION = "question"
+QA_ANSWER = "answer"
+QA_ORIGIN = "origin"
+
 # Provenance.
 MODEL_ID = "model_id"
 MODEL_REVISION = "model_revision"

@@ -19,6 +19,14 @@ class Status(str, Enum):
     PROMPT_TOO_LONG = "prompt_too_long"
     GENERATION_ERROR = "generation_error"
     EMPTY_GENERATION = "empty_generation"
+    # Post-checks of a generation (operators/postcheck.py): the text is kept for inspection,
+    # but the row is not a training example.
+    REPETITION = "repetition"
+    TRUNCATED = "truncated"
+    REFUSAL = "refusal"
+    # A manifest entry that names no usable image (missing field, path escaping the image root,
+    # duplicate id): reported, never read.
+    INVALID_ENTRY = "invalid_entry"
 
     def __str__(self) -> str:
         return self.value
@@ -34,5 +42,6 @@ PRE_MODEL_FAILURES = frozenset(
         Status.NOT_AN_IMAGE,
         Status.DECODE_ERROR,
         Status.TOO_LARGE,
+        Status.INVALID_ENTRY,
     }
 )
