@@ -23,7 +23,7 @@ def run_spec_file(path: str, run_id: str | None = None) -> int:
     """Load, run and report; the shared body of ``jobs.caption`` and ``vlmbatch run``."""
     from jobs.specfile import SpecError, load_spec
     from operators.sources.prefix import SourceError
-    from pipeline.commit import CommitError
+    from pipeline.commit import MANIFEST, CommitError
     from pipeline.dag import PipelineError
     from pipeline.runner import run_job
 
@@ -38,6 +38,7 @@ def run_spec_file(path: str, run_id: str | None = None) -> int:
         print(f"run failed: {exc}", file=sys.stderr)
         return 1
     print(f"committed run {manifest.run_id}: {len(manifest.files)} files")
+    print(f"output: {spec.sink.uri.rstrip('/')}/{manifest.run_id}/{MANIFEST}")
     print(manifest.summary.render())
     return 0
 

@@ -115,7 +115,7 @@ class FetchOperator(Operator):
         return (C.ID, C.SOURCE, C.NUM_BYTES, C.STATUS, C.ERROR)
 
     def produces(self) -> tuple[str, ...]:
-        return (C.IMAGE_BYTES,)
+        return (C.IMAGE_BYTES, C.ID) if self.fn.source.id_mode == "content" else (C.IMAGE_BYTES,)
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         return ds.map_batches(

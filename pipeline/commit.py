@@ -1,20 +1,20 @@
-"""The commit protocol: data files under the run's staging prefix, then one manifest.
+"""The commit protocol: shard files under the run's staging prefix, then one manifest.
 
 Layout of a run::
 
-    <sink>/<run_id>/staging/part-<hash of the shard's ids>.parquet
-    <sink>/<run_id>/manifest.json          written last; its presence is the commit
+    <sink>/<run_id>/staging/part-<hash of the shard's ids>.parquet   the rows
+    <sink>/<run_id>/errors/part-<same>.parquet                      id, source, status, error of failed rows
+    <sink>/<run_id>/manifest.json                                   written last; its presence is the commit
 
-Shard files are named from the ids they hold, so a retried write task overwrites its own
-file instead of adding a second copy, and a file that a dead attempt left behind is never
-listed: the manifest holds only the files whose writers reported back. The manifest is
-written once, after the row count of the files equals the rows the source listed.
+Resume: a run id that is not committed yet may be run again. The new attempt reads the ids
+already in staging, processes only the rest, and commits old and new shards together. Every
+listed row is then in exactly one committed file; the commit checks that the ids are unique
+and that their count equals the source's before it writes the manifest.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import time
@@ -25,75 +25,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.storage import filesystem, join_uri, split_uri
-from schemas import columns as C
+from pipeline.shards import ShardWriter, retry, scan_staging
 from schemas.manifest import FileEntry, Manifest, RunSummary
-from schemas.records import CAPTION_SCHEMA, SCHEMA_VERSION, conform
+from schemas.records import CAPTION_SCHEMA, SCHEMA_VERSION
 from schemas.spec import SinkConfig, StorageConfig
 
 if TYPE_CHECKING:
-    import ray.data
-
     from pipeline.dag import Pipeline
 
-STAGING = "staging"
 MANIFEST = "manifest.json"
-
-SHARD_META = pa.schema(
-    [
-        pa.field("path", pa.string()),
-        pa.field("rows", pa.int64()),
-        pa.field("by_status", pa.string()),
-        pa.field("prompt_tokens", pa.int64()),
-        pa.field("generated_tokens", pa.int64()),
-        pa.field("engine", pa.string()),
-    ]
-)
 
 
 class CommitError(RuntimeError):
     """The run could not be committed; nothing was published."""
 
 
-class ShardWriter:
-    """Ray Data UDF: write one batch as one Parquet file; return one row describing it."""
-
-    def __init__(self, run_root: str, storage: StorageConfig, compression: str,
-                 schema: pa.Schema = CAPTION_SCHEMA):
-        self.run_root = run_root
-        self.storage = storage
-        self.compression = compression
-        self.schema = schema
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        data = conform(table, self.schema)
-        ids = data.column(C.ID).to_pylist()
-        name = "part-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24] + ".parquet"
-        rel = f"{STAGING}/{name}"
-        fs, root = filesystem(self.run_root, self.storage)
-        fs.makedirs(f"{root}/{STAGING}", exist_ok=True)
-        with fs.open(f"{root}/{rel}", "wb") as f:
-            pq.write_table(data, f, compression=self.compression)
-        statuses = Counter(data.column(C.STATUS).to_pylist())
-        engines = {e for e in data.column(C.ENGINE).to_pylist() if e}
-        return pa.table(
-            {
-                "path": [rel],
-                "rows": [data.num_rows],
-                "by_status": [json.dumps(statuses, sort_keys=True)],
-                "prompt_tokens": [sum(x or 0 for x in data.column(C.NUM_PROMPT_TOKENS).to_pylist())],
-                "generated_tokens": [sum(x or 0 for x in data.column(C.NUM_GENERATED_TOKENS).to_pylist())],
-                "engine": [sorted(engines)[0] if engines else None],
-            },
-            schema=SHARD_META,
-        )
-
-
 def write_bytes_atomic(uri: str, data: bytes, storage: StorageConfig) -> None:
     """Write ``data`` so readers see all of it or nothing (rename locally, one PUT on object stores)."""
     fs, path = filesystem(uri, storage)
     protocol, _ = split_uri(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     if protocol == "file":
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
@@ -109,7 +60,7 @@ def read_manifest(run_root: str, storage: StorageConfig | None = None) -> Manife
     """The committed manifest of a run, or None if the run is not committed."""
     fs, root = filesystem(run_root, storage)
     try:
-        raw = fs.cat_file(f"{root}/{MANIFEST}")
+        raw = retry(lambda: fs.cat_file(f"{root}/{MANIFEST}"), f"read {run_root}/{MANIFEST}")
     except FileNotFoundError:
         return None
     return Manifest.model_validate_json(raw)
@@ -136,56 +87,77 @@ def read_committed(run_root: str, storage: StorageConfig | None = None) -> pa.Ta
 
 
 class ParquetCommitSink:
-    """Sink of a caption run: shard files, row-count check, manifest last."""
+    """Sink of a run: shard files, exactly-once check, manifest last."""
 
     def __init__(self, config: SinkConfig, run_id: str, manifest_fields: dict, rows_in: int | None = None,
-                 schema: pa.Schema = CAPTION_SCHEMA):
+                 schema: pa.Schema = CAPTION_SCHEMA, skip_ids: list[str] | None = None):
+        """
+        Args:
+            config: where and how to write.
+            run_id: the run; reusing an uncommitted one resumes it.
+            manifest_fields: job-level fields of the manifest (job, spec, model, ...).
+            rows_in: rows the source yields, if the source cannot count them itself.
+            schema: record schema of the files.
+            skip_ids: ids to leave out entirely (done by earlier runs of a schedule).
+        """
         self.config = config
         self.run_id = run_id
         self.run_root = join_uri(config.uri, run_id)
         self.manifest_fields = manifest_fields
         self.rows_in = rows_in
         self.schema = schema
+        self.skip_ids = skip_ids or []
 
     def requires(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.schema if not f.nullable)
 
-    def commit(self, pipeline: Pipeline, ds: ray.data.Dataset) -> Manifest:
-        """Run ``ds`` into shard files and publish the manifest.
+    def commit(self, pipeline: Pipeline) -> Manifest:
+        """Run ``pipeline`` into shard files (resuming what staging holds) and publish the manifest.
 
         Raises:
             CommitError: the run is already committed, or rows were lost or duplicated.
         """
-        if read_manifest(self.run_root, self.config.storage) is not None:
+        storage = self.config.storage
+        if read_manifest(self.run_root, storage) is not None:
             raise CommitError(f"run {self.run_id} is already committed at {self.run_root}; use a new run id")
+        pipeline.validate(self.requires())
         rows_in = self.rows_in if self.rows_in is not None else pipeline.source.count()
+        if rows_in is not None:
+            rows_in -= len(self.skip_ids)
         started = time.monotonic()
-        shards = ds.map_batches(
-            ShardWriter(self.run_root, self.config.storage, self.config.compression, self.schema),
-            batch_size=self.config.rows_per_file, batch_format="pyarrow", num_cpus=0.25,
-        )
-        files: dict[str, FileEntry] = {}
-        by_status: Counter = Counter()
-        prompt_tokens = generated_tokens = 0
-        engine = None
-        for meta in shards.iter_rows():
-            if meta["path"] in files:
-                raise CommitError(f"two shards wrote {meta['path']}: the same rows were processed twice")
-            files[meta["path"]] = FileEntry(path=meta["path"], rows=meta["rows"])
-            by_status.update(json.loads(meta["by_status"]))
-            prompt_tokens += meta["prompt_tokens"]
-            generated_tokens += meta["generated_tokens"]
-            engine = engine or meta["engine"]
+        earlier = scan_staging(self.run_root, storage)
+        files = {f.path: f for f in earlier.files}
+        error_files = {f.path: f for f in earlier.error_files}
+        by_status = Counter(earlier.by_status)
+        prompt_tokens, generated_tokens, engine = earlier.prompt_tokens, earlier.generated_tokens, earlier.engine
+        new_rows = 0
+        if rows_in is None or len(earlier.ids) < rows_in:
+            ds = pipeline.plan(self.requires(), skip_ids=list(self.skip_ids) + earlier.ids)
+            shards = ds.map_batches(
+                ShardWriter(self.run_root, storage, self.config.compression, self.schema),
+                batch_size=self.config.rows_per_file, batch_format="pyarrow", num_cpus=0.25,
+            )
+            for meta in shards.iter_rows():
+                if meta["path"] in files:
+                    raise CommitError(f"two shards wrote {meta['path']}: the same rows were processed twice")
+                files[meta["path"]] = FileEntry(path=meta["path"], rows=meta["rows"])
+                if meta["error_path"]:
+                    error_files[meta["error_path"]] = FileEntry(path=meta["error_path"], rows=meta["error_rows"])
+                by_status.update(json.loads(meta["by_status"]))
+                prompt_tokens += meta["prompt_tokens"]
+                generated_tokens += meta["generated_tokens"]
+                engine = engine or meta["engine"]
+                new_rows += meta["rows"]
         wall = max(time.monotonic() - started, 1e-9)
         rows_out = sum(f.rows for f in files.values())
-        if rows_in is not None and rows_out != rows_in:
-            raise CommitError(f"source listed {rows_in} rows but {rows_out} were written; not committing")
+        self._check_exactly_once(files, rows_in, rows_out)
         summary = RunSummary(
             rows_in=rows_in if rows_in is not None else rows_out,
             rows_out=rows_out,
+            rows_resumed=len(earlier.ids),
             by_status=dict(by_status),
             wall_s=round(wall, 3),
-            images_per_s=round(rows_out / wall, 4),
+            images_per_s=round(new_rows / wall, 4),
             prompt_tokens=prompt_tokens,
             generated_tokens=generated_tokens,
             generated_tokens_per_s=round(generated_tokens / wall, 3),
@@ -197,9 +169,27 @@ class ParquetCommitSink:
             engine=engine,
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             files=sorted(files.values(), key=lambda f: f.path),
+            error_files=sorted(error_files.values(), key=lambda f: f.path),
             summary=summary,
             **self.manifest_fields,
         )
-        write_bytes_atomic(join_uri(self.run_root, MANIFEST), manifest.model_dump_json(indent=2).encode(),
-                           self.config.storage)
+        retry(lambda: write_bytes_atomic(join_uri(self.run_root, MANIFEST),
+                                         manifest.model_dump_json(indent=2).encode(), storage),
+              f"write {self.run_root}/{MANIFEST}")
         return manifest
+
+    def _check_exactly_once(self, files: dict[str, FileEntry], rows_in: int | None, rows_out: int) -> None:
+        """Every listed row once: unique ids across the files, as many as the source listed."""
+        from schemas import columns as C
+
+        fs, root = filesystem(self.run_root, self.config.storage)
+        seen: set[str] = set()
+        for entry in files.values():
+            with fs.open(f"{root}/{entry.path}", "rb") as f:
+                ids = pq.read_table(f, columns=[C.ID]).column(C.ID).to_pylist()
+            dupes = seen.intersection(ids)
+            if dupes or len(set(ids)) != len(ids):
+                raise CommitError(f"{entry.path} repeats ids already committed ({len(dupes)} rows); not committing")
+            seen.update(ids)
+        if rows_in is not None and rows_out != rows_in:
+            raise CommitError(f"source listed {rows_in} rows but {rows_out} were written; not committing")

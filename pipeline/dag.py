@@ -91,17 +91,34 @@ class Pipeline:
         return (f"operator {step!r} requires column {', '.join(parts)} which no earlier step produces; "
                 f"available: {', '.join(sorted(available))}")
 
-    def plan(self, final_requires: tuple[str, ...] = ()) -> ray.data.Dataset:
-        """Validate, then build the lazy Ray dataset (still nothing runs)."""
+    def plan(self, final_requires: tuple[str, ...] = (), skip_ids: list[str] | None = None) -> ray.data.Dataset:
+        """Validate, then build the lazy Ray dataset (still nothing runs).
+
+        Args:
+            final_requires: columns the sink needs.
+            skip_ids: ids already done (resume, incremental runs); their rows are dropped as
+                early as their final id is known: right after the source when it assigns ids
+                at listing, else right after the first operator that produces ``id``.
+        """
+        from operators.skip import SkipDoneOperator
+        from schemas import columns as C
+
         self.validate(final_requires)
         ds = self.source.read()
+        pending = SkipDoneOperator(skip_ids) if skip_ids else None
+        if pending is not None and getattr(self.source, "ids_at_listing", True):
+            ds, pending = pending.apply(ds), None
         for op in self.operators:
             ds = op.apply(ds)
+            if pending is not None and C.ID in op.produces():
+                ds, pending = pending.apply(ds), None
+        if pending is not None:
+            ds = pending.apply(ds)
         return ds
 
     def write(self, sink) -> object:
         """Validate, plan and run into ``sink``; returns what the sink's ``commit`` returns."""
-        return sink.commit(self, self.plan(sink.requires()))
+        return sink.commit(self)
 
     def describe(self) -> str:
         """One line per step, for logs."""

@@ -6,6 +6,7 @@ import logging
 import os
 
 from pipeline.build import caption_pipeline, caption_sink, new_run_id
+from pipeline.commit import read_manifest
 from schemas.manifest import Manifest
 from schemas.spec import JobSpec, RunConfig
 
@@ -48,6 +49,9 @@ def configure_data_context(run: RunConfig) -> None:
 def run_job(spec: JobSpec, run_id: str | None = None) -> Manifest:
     """Run ``spec`` end to end and return the committed manifest.
 
+    A run id that is already committed is not run again: its manifest is returned as is
+    (``manifest.run_id`` equal, nothing written). An uncommitted one is resumed.
+
     Raises:
         pipeline.dag.PipelineError: the pipeline is malformed (before anything starts).
         pipeline.commit.CommitError: the run could not be committed.
@@ -57,6 +61,10 @@ def run_job(spec: JobSpec, run_id: str | None = None) -> Manifest:
     pipe = caption_pipeline(spec, run_id)
     sink = caption_sink(spec, run_id)
     pipe.validate(sink.requires())
+    committed = read_manifest(sink.run_root, spec.sink.storage)
+    if committed is not None:
+        log.info("run %s is already committed at %s; nothing to do", run_id, sink.run_root)
+        return committed
     init_ray(spec.run)
     configure_data_context(spec.run)
     log.info("run %s: %s -> %s", run_id, pipe.describe(), sink.run_root)

@@ -33,9 +33,10 @@ class RunSummary(BaseModel):
 
     rows_in: int = Field(description="Rows the source listed.")
     rows_out: int = Field(description="Rows committed.")
+    rows_resumed: int = Field(0, description="Rows committed by earlier attempts of this run id (resume).")
     by_status: dict[str, int] = Field(description="Committed rows per status.")
-    wall_s: float = Field(description="Seconds from plan start to commit.")
-    images_per_s: float = Field(description="Committed rows per second of wall time.")
+    wall_s: float = Field(description="Seconds of this attempt, from plan start to commit.")
+    images_per_s: float = Field(description="Rows this attempt processed per second of its wall time.")
     prompt_tokens: int = Field(description="Prompt tokens over all rows.")
     generated_tokens: int = Field(description="Generated tokens over all rows.")
     generated_tokens_per_s: float = Field(description="Generated tokens per second of wall time.")
@@ -43,8 +44,9 @@ class RunSummary(BaseModel):
     def render(self) -> str:
         """A few human-readable lines."""
         statuses = ", ".join(f"{k}={v}" for k, v in sorted(self.by_status.items()))
+        resumed = f", {self.rows_resumed} from earlier attempts" if self.rows_resumed else ""
         return (
-            f"rows in {self.rows_in}, rows out {self.rows_out} ({statuses})\n"
+            f"rows in {self.rows_in}, rows out {self.rows_out} ({statuses}){resumed}\n"
             f"wall {self.wall_s:.1f} s, {self.images_per_s:.2f} images/s, "
             f"{self.generated_tokens} generated tokens ({self.generated_tokens_per_s:.1f} tokens/s), "
             f"{self.prompt_tokens} prompt tokens"
@@ -69,5 +71,8 @@ class Manifest(BaseModel):
     sampling_hash: str
     code_version: str
     created_at: str = Field(description="UTC ISO-8601 time of the commit.")
-    files: list[FileEntry]
+    files: list[FileEntry] = Field(description="Data files, relative to the run root.")
+    error_files: list[FileEntry] = Field(
+        default_factory=list, description="Files with id, source, status and error of every failed row."
+    )
     summary: RunSummary

@@ -45,6 +45,8 @@ class PrefixSource(SourceOperator):
         self.config = config
         self.rows_per_block = rows_per_block
         self._listing: pa.Table | None = None
+        # Content ids are only known once the bytes are fetched.
+        self.ids_at_listing = config.id_mode == "location"
 
     def produces(self) -> tuple[str, ...]:
         return tuple(LISTING_SCHEMA.names)

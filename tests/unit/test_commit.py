@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from pipeline.commit import MANIFEST, CommitError, ShardWriter, read_committed, read_manifest
+from pipeline.commit import MANIFEST, CommitError, read_committed, read_manifest
+from pipeline.shards import ShardWriter, scan_staging
 from schemas import columns as C
 from schemas.manifest import FileEntry
 from schemas.records import CAPTION_SCHEMA, conform
@@ -42,6 +43,31 @@ def test_shard_writer_is_idempotent_per_content(tmp_path):
     assert a["path"] == b["path"] != c["path"]
     assert a["rows"] == 3 and json.loads(a["by_status"]) == {"ok": 3} and a["generated_tokens"] == 9
     assert len(list((tmp_path / "run" / "staging").iterdir())) == 2
+    state = scan_staging(str(tmp_path / "run"), StorageConfig())
+    assert sorted(state.ids) == [f"id{i}" for i in range(6)]
+    assert state.by_status == {"ok": 6} and state.generated_tokens == 18
+
+
+def test_failed_rows_also_go_to_the_errors_prefix(tmp_path):
+    import pyarrow.parquet as pq
+
+    t = rows(3).set_column(2, C.STATUS, pa.array(["ok", "decode_error", "not_found"]))
+    t = t.append_column(C.ERROR, pa.array([None, "truncated", "gone"]))
+    meta = ShardWriter(str(tmp_path / "run"), StorageConfig(), "zstd")(t).to_pylist()[0]
+    assert meta["error_rows"] == 2 and meta["error_path"].startswith("errors/")
+    errors = pq.read_table(tmp_path / "run" / meta["error_path"]).to_pylist()
+    assert errors == [
+        {C.ID: "id1", C.SOURCE: "s3://b/1.jpg", C.STATUS: "decode_error", C.ERROR: "truncated"},
+        {C.ID: "id2", C.SOURCE: "s3://b/2.jpg", C.STATUS: "not_found", C.ERROR: "gone"},
+    ]
+    state = scan_staging(str(tmp_path / "run"), StorageConfig())
+    assert [f.path for f in state.error_files] == [meta["error_path"]]
+
+
+def test_unreadable_staging_leftover_is_redone_not_trusted(tmp_path):
+    (tmp_path / "run" / "staging").mkdir(parents=True)
+    (tmp_path / "run" / "staging" / "part-broken.parquet").write_bytes(b"PAR1 half a file")
+    assert scan_staging(str(tmp_path / "run"), StorageConfig()).files == []
 
 
 def test_uncommitted_run_is_unreadable(tmp_path):
