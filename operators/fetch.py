@@ -40,17 +40,27 @@ class FetchBatch:
         return [split_uri(u)[1] for u in uris]
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        fs, _ = filesystem(self.source.uri, self.source.storage)
+        # Manifest images live under the image root, which may be another store than the manifest.
+        fs, _ = filesystem(self.source.image_root or self.source.uri, self.source.storage)
         uris = table.column(C.SOURCE).to_pylist()
         sizes = table.column(C.NUM_BYTES).to_pylist()
         statuses = table.column(C.STATUS).to_pylist()
         errors = table.column(C.ERROR).to_pylist()
         ids = table.column(C.ID).to_pylist()
-        data: list[bytes | None] = [None] * len(uris)
+        # Sources that embed the image (Parquet Image structs, WebDataset shards) fill the bytes already.
+        have = table.column(C.IMAGE_BYTES).to_pylist() if C.IMAGE_BYTES in table.column_names else None
+        data: list[bytes | None] = have or [None] * len(uris)
 
         pending = []
         for i, size in enumerate(sizes):
             if statuses[i] != Status.OK.value:
+                continue
+            if data[i] is not None:
+                sizes[i] = len(data[i])
+                if sizes[i] > self.decode.max_bytes:
+                    statuses[i] = Status.TOO_LARGE.value
+                    errors[i] = f"image is {sizes[i]} bytes, over decode.max_bytes={self.decode.max_bytes}"
+                    data[i] = None
                 continue
             if size is not None and size > self.decode.max_bytes:
                 statuses[i] = Status.TOO_LARGE.value

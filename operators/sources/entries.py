@@ -1,0 +1,111 @@
+"""Shared pieces of manifest-like sources: the listing schema, namespaced ids, safe image paths.
+
+Every manifest source yields the listing columns of :class:`~operators.sources.prefix.PrefixSource`
+(id, source, num_bytes, status, error) plus the relative ``image`` path, the ``questions`` its
+conversations carry and, for formats that embed the image, ``image_bytes`` (the fetch step
+passes rows that already hold bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+
+import pyarrow as pa
+
+from operators.ids import location_id, normalise_location
+from operators.storage import join_uri
+from schemas import columns as C
+from schemas.status import Status
+
+ENTRY_SCHEMA = pa.schema(
+    [
+        pa.field(C.ID, pa.string()),
+        pa.field(C.SOURCE, pa.string()),
+        pa.field(C.NUM_BYTES, pa.int64()),
+        pa.field(C.STATUS, pa.string()),
+        pa.field(C.ERROR, pa.string()),
+        pa.field(C.IMAGE, pa.string()),
+        pa.field(C.QUESTIONS, pa.list_(pa.string())),
+        pa.field(C.IMAGE_BYTES, pa.binary()),
+    ]
+)
+
+_HUMAN_ROLES = {"human", "user"}
+
+
+class InvalidEntry(ValueError):
+    """A manifest entry that names no usable image; becomes an ``invalid_entry`` row."""
+
+
+def manifest_id(namespace: str, raw_id: object) -> str:
+    """Stable id of a manifest entry: its own id inside the manifest's namespace.
+
+    Two manifests that both number their entries from 1 get different ids, and a rerun of the
+    same manifest gets the same ids.
+    """
+    blob = f"manifest\0{normalise_location(namespace)}\0{raw_id}".encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def resolve_image(root: str, rel: object) -> tuple[str, str]:
+    """``(uri, relative path)`` of a manifest image path under ``root``.
+
+    Raises:
+        InvalidEntry: the path is missing, absolute, carries a scheme, or escapes ``root``.
+    """
+    if not isinstance(rel, str) or not rel.strip():
+        raise InvalidEntry(f"entry has no image path (got {rel!r})")
+    if "://" in rel or rel.startswith(("/", "\\")) or "\\" in rel:
+        raise InvalidEntry(f"image path {rel!r} is absolute; manifest paths are relative to the image root")
+    norm = posixpath.normpath(rel)
+    if norm == ".." or norm.startswith("../"):
+        raise InvalidEntry(f"image path {rel!r} escapes the image root")
+    return join_uri(root, norm), norm
+
+
+def questions_of(conversations: object) -> list[str]:
+    """The human turns of a LLaVA conversation, without the ``<image>`` marker."""
+    if not isinstance(conversations, list):
+        return []
+    out = []
+    for turn in conversations:
+        if isinstance(turn, dict) and str(turn.get("from", turn.get("role", ""))).lower() in _HUMAN_ROLES:
+            text = str(turn.get("value", turn.get("content", ""))).replace("<image>", "").strip()
+            if text:
+                out.append(text)
+    return out
+
+
+def entry_row(*, id: str, source: str, image: str | None, questions: list[str] | None = None,
+              data: bytes | None = None, status: Status = Status.OK, error: str | None = None) -> dict:
+    """One listing row as a dict of :data:`ENTRY_SCHEMA` columns."""
+    return {C.ID: id, C.SOURCE: source, C.NUM_BYTES: len(data) if data is not None else None,
+            C.STATUS: status.value, C.ERROR: error, C.IMAGE: image, C.QUESTIONS: questions or [],
+            C.IMAGE_BYTES: data}
+
+
+def invalid_row(namespace: str, key: object, source: str, error: str) -> dict:
+    """An ``invalid_entry`` row; its id comes from where it sits in the manifest, so it is stable too."""
+    return entry_row(id=manifest_id(namespace, f"#invalid:{key}"), source=source, image=None,
+                     status=Status.INVALID_ENTRY, error=error)
+
+
+def dedupe_ids(rows: list[dict], namespace: str) -> None:
+    """Turn every repeat of an id into an ``invalid_entry`` row with its own id (in place)."""
+    seen: set[str] = set()
+    for n, row in enumerate(rows):
+        if row[C.ID] in seen:
+            rows[n] = invalid_row(namespace, f"dup{n}", row[C.SOURCE], f"duplicate id: entry {n} repeats an "
+                                  "earlier entry's id; only the first is processed")
+        seen.add(rows[n][C.ID])
+
+
+def to_table(rows: list[dict]) -> pa.Table:
+    """Rows as an Arrow table of :data:`ENTRY_SCHEMA`."""
+    return pa.Table.from_pylist(rows, schema=ENTRY_SCHEMA)
+
+
+def location_or_manifest_id(namespace: str, raw_id: object, uri: str) -> str:
+    """The manifest's id when it gives one, else the image location's id."""
+    return manifest_id(namespace, raw_id) if raw_id not in (None, "") else location_id(uri)

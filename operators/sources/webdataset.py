@@ -1,0 +1,143 @@
+"""WebDataset tar shards: ``key.jpg`` beside ``key.json`` / ``key.txt``, read from object storage.
+
+``source.uri`` names one ``.tar`` or a prefix of them. Shards are listed on the driver and
+each is streamed in one CPU task (sequential reads, as object stores like), so image bytes
+never pass through the driver and the fetch step is skipped. A sample's key is its member
+name up to the first dot of the base name (the WebDataset convention); its ``source`` is the
+fsspec URL ``tar://<member>::<shard>``, which the exporters open to read the image back. The
+``.json`` may carry ``id`` and LLaVA ``conversations``; a sample with no image member is an
+``invalid_entry`` row.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from operators.base import SourceOperator
+from operators.sources.entries import (
+    ENTRY_SCHEMA,
+    entry_row,
+    invalid_row,
+    location_or_manifest_id,
+    questions_of,
+    to_table,
+)
+from operators.sources.prefix import SourceError
+from operators.storage import filesystem, split_uri, to_uri
+from schemas.spec import SourceConfig
+
+if TYPE_CHECKING:
+    import ray.data
+
+
+def sample_key(member: str) -> tuple[str, str]:
+    """``(key, extension)`` of a tar member: ``dir/abc.01.jpg`` -> (``dir/abc``, ``01.jpg``)."""
+    folder, base = posixpath.split(member)
+    stem, _, ext = base.partition(".")
+    return posixpath.join(folder, stem), ext.lower()
+
+
+def member_url(shard_uri: str, member: str) -> str:
+    """The fsspec URL of one member of a shard."""
+    return f"tar://{member}::{shard_uri}"
+
+
+class ReadShard:
+    """CPU task body: one shard -> one listing row per sample, in tar order (picklable)."""
+
+    def __init__(self, config: SourceConfig, namespace: str):
+        self.config = config
+        self.namespace = namespace
+        self.image_exts = tuple(e.lower().lstrip(".") for e in config.extensions)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows: list[dict] = []
+        for shard in batch.column("shard").to_pylist():
+            rows.extend(self._shard_rows(shard))
+        return to_table(rows)
+
+    def _shard_rows(self, shard: str) -> list[dict]:
+        fs, path = filesystem(shard, self.config.storage)
+        samples: dict[str, dict[str, bytes | str]] = {}
+        try:
+            with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    key, ext = sample_key(member.name)
+                    sample = samples.setdefault(key, {})
+                    extracted = tar.extractfile(member)
+                    sample[ext] = extracted.read() if extracted else b""
+                    sample.setdefault("_members", {})[ext] = member.name  # type: ignore[index]
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            # A broken shard is one invalid row (we cannot know its samples), never a failed job.
+            return [invalid_row(self.namespace, shard, shard, f"shard cannot be read as tar: {exc}")]
+        return [self._row(shard, key, sample) for key, sample in samples.items()]
+
+    def _row(self, shard: str, key: str, sample: dict) -> dict:
+        members: dict = sample.pop("_members")
+        meta: dict = {}
+        if "json" in sample:
+            try:
+                loaded = json.loads(sample["json"])
+                meta = loaded if isinstance(loaded, dict) else {}
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                meta = {}
+        image_ext = next((e for e in sample if e.rsplit(".", 1)[-1] in self.image_exts), None)
+        if image_ext is None:
+            return invalid_row(self.namespace, f"{shard}/{key}", member_url(shard, key),
+                               f"sample {key!r} has no image member (looked for {', '.join(self.image_exts)})")
+        url = member_url(shard, members[image_ext])
+        shard_name = posixpath.basename(split_uri(shard)[1])
+        shard_stem = shard_name[:-4] if shard_name.endswith(".tar") else shard_name
+        return entry_row(
+            id=location_or_manifest_id(self.namespace, meta.get(self.config.id_column), url),
+            source=url, image=f"{shard_stem}/{members[image_ext]}",
+            questions=questions_of(meta.get("conversations")), data=bytes(sample[image_ext]),
+        )
+
+
+class WebDatasetSource(SourceOperator):
+    """One row per sample of every shard; the row count is known only after reading."""
+
+    name = "webdataset"
+
+    def __init__(self, config: SourceConfig):
+        self.config = config
+        self.namespace = config.namespace or config.uri
+        self._shards: list[str] | None = None
+
+    def produces(self) -> tuple[str, ...]:
+        return tuple(ENTRY_SCHEMA.names)
+
+    def check(self) -> None:
+        if self.config.format != "webdataset":
+            raise ValueError(f"source.format {self.config.format!r} is not webdataset")
+        if self.config.limit:
+            raise ValueError("source.limit is not supported for webdataset sources (samples are counted in tasks)")
+
+    def shards(self) -> list[str]:
+        """Shard URIs, sorted."""
+        if self._shards is None:
+            protocol, path = split_uri(self.config.uri)
+            fs, _ = filesystem(self.config.uri, self.config.storage)
+            try:
+                paths = [path] if fs.isfile(path) else sorted(p for p in fs.find(path) if p.endswith(".tar"))
+            except PermissionError as exc:
+                raise SourceError(f"source {self.config.uri}: access denied ({exc})") from None
+            if not paths:
+                raise SourceError(f"source {self.config.uri} holds no .tar shards")
+            self._shards = [to_uri("s3" if protocol == "s3a" else protocol, p) for p in paths]
+        return self._shards
+
+    def read(self) -> ray.data.Dataset:
+        import ray.data
+
+        return ray.data.from_items([{"shard": s} for s in self.shards()]).map_batches(
+            ReadShard(self.config, self.namespace), batch_size=1, batch_format="pyarrow", num_cpus=0.5,
+        )

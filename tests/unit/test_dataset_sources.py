@@ -1,0 +1,137 @@
+"""Manifest sources: LLaVA JSON/JSONL, Parquet (URI column, HF Image structs), WebDataset shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from operators.fetch import FetchBatch
+from operators.sources.llava import LlavaManifestSource
+from operators.sources.parquet import ParquetManifestSource, ReadParquetEntries
+from operators.sources.webdataset import ReadShard, WebDatasetSource
+from schemas import columns as C
+from schemas.spec import DecodeConfig, SourceConfig
+from tests.corpus import rgb
+
+
+def _llava_entries():
+    return [
+        {"id": "1", "image": "coco/a.jpg",
+         "conversations": [{"from": "human", "value": "<image>\nWhat is red?"}, {"from": "gpt", "value": "A box."}]},
+        {"id": "2", "image": "../outside.jpg"},
+        {"id": "3", "image": "/etc/passwd"},
+        {"id": "1", "image": "coco/b.jpg"},
+        {"image": "coco/c.jpg"},
+        {"id": "5"},
+    ]
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    (tmp_path / "images" / "coco").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (tmp_path / "images" / "coco" / f"{name}.jpg").write_bytes(rgb())
+    return tmp_path
+
+
+def test_llava_json_rows_statuses_and_questions(image_tree):
+    manifest = image_tree / "data.json"
+    manifest.write_text(json.dumps(_llava_entries()))
+    src = LlavaManifestSource(SourceConfig(uri=str(manifest), format="llava_json",
+                                           image_root=str(image_tree / "images")))
+    rows = src.listing().to_pylist()
+    assert src.count() == 6, "one row per entry, bad ones included"
+    assert [r[C.STATUS] for r in rows] == ["ok", "invalid_entry", "invalid_entry", "invalid_entry", "ok",
+                                           "invalid_entry"]
+    assert "escapes the image root" in rows[1][C.ERROR] and "absolute" in rows[2][C.ERROR]
+    assert "duplicate id" in rows[3][C.ERROR] and "no image path" in rows[5][C.ERROR]
+    assert rows[0][C.IMAGE] == "coco/a.jpg" and rows[0][C.SOURCE] == str(image_tree / "images/coco/a.jpg")
+    assert rows[0][C.QUESTIONS] == ["What is red?"]
+    assert len({r[C.ID] for r in rows}) == 6, "ids are unique, invalid rows included"
+
+
+def test_manifest_ids_are_namespaced_and_stable(image_tree):
+    a, b = image_tree / "a.jsonl", image_tree / "b.jsonl"
+    for path in (a, b):
+        path.write_text(json.dumps({"id": "1", "image": "images/coco/a.jpg"}) + "\n")
+    id_a = LlavaManifestSource(SourceConfig(uri=str(a), format="llava_jsonl")).listing()[C.ID][0].as_py()
+    id_b = LlavaManifestSource(SourceConfig(uri=str(b), format="llava_jsonl")).listing()[C.ID][0].as_py()
+    again = LlavaManifestSource(SourceConfig(uri=str(a), format="llava_jsonl")).listing()[C.ID][0].as_py()
+    assert id_a != id_b and id_a == again
+    same_ns = LlavaManifestSource(SourceConfig(uri=str(b), format="llava_jsonl", namespace=str(a)))
+    assert same_ns.listing()[C.ID][0].as_py() == id_a
+
+
+def test_jsonl_bad_line_is_a_row(image_tree):
+    path = image_tree / "m.jsonl"
+    path.write_text('{"id": "x", "image": "images/coco/a.jpg"}\n{not json\n')
+    rows = LlavaManifestSource(SourceConfig(uri=str(path), format="llava_jsonl")).listing().to_pylist()
+    assert [r[C.STATUS] for r in rows] == ["ok", "invalid_entry"] and "not JSON" in rows[1][C.ERROR]
+
+
+def test_parquet_uri_column_and_hf_image_structs(image_tree):
+    path = image_tree / "m.parquet"
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({
+        "id": ["e1", "e2", "e3"],
+        "image": pa.array([{"bytes": rgb(color=(0, 0, 255)), "path": "blue.jpg"},
+                           {"bytes": None, "path": "images/coco/b.jpg"},
+                           {"bytes": None, "path": "../x.jpg"}], type=image_type),
+    }), path)
+    cfg = SourceConfig(uri=str(path), format="parquet")
+    src = ParquetManifestSource(cfg)
+    assert src.count() == 3
+    out = ReadParquetEntries(cfg, src.image_root, src.namespace)(pa.table({"file": [str(path)], "take": [3]}))
+    rows = out.to_pylist()
+    assert rows[0][C.IMAGE_BYTES] and rows[0][C.SOURCE] == f"{path}#row=0" and rows[0][C.IMAGE] == "blue.jpg"
+    assert rows[1][C.IMAGE_BYTES] is None and rows[1][C.SOURCE] == str(image_tree / "images/coco/b.jpg")
+    assert rows[2][C.STATUS] == "invalid_entry"
+    fetched = FetchBatch(cfg, DecodeConfig())(out).to_pylist()
+    assert fetched[0][C.IMAGE_BYTES] == rows[0][C.IMAGE_BYTES], "embedded bytes skip the fetch"
+    assert fetched[1][C.IMAGE_BYTES] and fetched[1][C.STATUS] == "ok"
+    assert fetched[2][C.IMAGE_BYTES] is None and fetched[2][C.STATUS] == "invalid_entry"
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_webdataset_shard_samples(tmp_path):
+    shard = tmp_path / "shards" / "shard-000.tar"
+    shard.parent.mkdir()
+    shard.write_bytes(_tar({
+        "s1.jpg": rgb(), "s1.json": json.dumps({"id": "k1", "conversations": [
+            {"from": "human", "value": "<image>\nHow many?"}]}).encode(),
+        "s2.png": rgb(fmt="PNG"), "s2.txt": b"a caption",
+        "s3.txt": b"orphan text",
+    }))
+    cfg = SourceConfig(uri=str(tmp_path / "shards"), format="webdataset")
+    src = WebDatasetSource(cfg)
+    assert src.shards() == [str(shard)]
+    rows = ReadShard(cfg, src.namespace)(pa.table({"shard": src.shards()})).to_pylist()
+    assert [r[C.STATUS] for r in rows] == ["ok", "ok", "invalid_entry"]
+    assert rows[0][C.QUESTIONS] == ["How many?"] and rows[0][C.IMAGE] == "shard-000/s1.jpg"
+    assert rows[1][C.SOURCE] == f"tar://s2.png::{shard}" and rows[1][C.IMAGE_BYTES]
+    import fsspec
+
+    with fsspec.open(rows[1][C.SOURCE], "rb") as f:
+        assert f.read() == rows[1][C.IMAGE_BYTES], "the source URL reads the image back"
+
+
+def test_broken_shard_is_a_row(tmp_path):
+    shard = tmp_path / "bad.tar"
+    shard.write_bytes(b"not a tar at all" * 10)
+    cfg = SourceConfig(uri=str(shard), format="webdataset")
+    rows = ReadShard(cfg, cfg.uri)(pa.table({"shard": [str(shard)]})).to_pylist()
+    assert len(rows) == 1 and rows[0][C.STATUS] == "invalid_entry"
