@@ -59,12 +59,18 @@ def make_engine(model: ModelConfig, sampling: SamplingConfig):
 class CaptionActor:
     """Ray Data actor UDF: holds one engine; ``__call__`` is async so batches overlap."""
 
+    # Class-level defaults so actors built without __init__ (tests) behave as before.
+    keep_pixels = False
+    system_prompt: str | None = None
+
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, caption: CaptionConfig,
-                 provenance: Provenance, pixels_column: str = C.PIXELS):
+                 provenance: Provenance, pixels_column: str = C.PIXELS, keep_pixels: bool = False):
         self.family = get_family(model.family)
         self.prompt = self.family.build_prompt(caption.prompt, caption.system_prompt)
+        self.system_prompt = caption.system_prompt
         self.provenance = provenance
         self.pixels_column = pixels_column
+        self.keep_pixels = keep_pixels
         self.engine = make_engine(model, sampling)
 
     def __del__(self):
@@ -83,13 +89,16 @@ class CaptionActor:
         ids = table.column(C.ID).to_pylist()
         out: dict[str, list] = {name: [None] * n for name in OUT_TYPES if name not in (C.STATUS, C.ERROR)}
         todo = [i for i in range(n) if statuses[i] == Status.OK.value]
+        # A per-row instruction (drawn from a prompt set upstream) overrides caption.prompt.
+        instructions = table.column(C.INSTRUCTION).to_pylist() if C.INSTRUCTION in table.column_names else [None] * n
+        prompts = [self.family.build_prompt(t, self.system_prompt) if t else self.prompt for t in instructions]
         if todo:
             pixels = table.column(self.pixels_column)
             widths = table.column(C.WIDTH).to_pylist()
             heights = table.column(C.HEIGHT).to_pylist()
             requests = [
                 GenerationRequest(
-                    ids[i], self.prompt,
+                    ids[i], prompts[i],
                     (Image.frombuffer("RGB", (widths[i], heights[i]), pixels[i].as_buffer(), "raw", "RGB", 0, 1),),
                 )
                 for i in todo
@@ -101,7 +110,7 @@ class CaptionActor:
                 log.error("engine died (%s); exiting so the actor is replaced", exc)
                 os._exit(1)
             for i, res in zip(todo, results, strict=True):
-                out[C.PROMPT][i] = self.prompt
+                out[C.PROMPT][i] = prompts[i]
                 out[C.CAPTION][i] = res.text
                 out[C.NUM_PROMPT_TOKENS][i] = res.num_prompt_tokens
                 out[C.NUM_GENERATED_TOKENS][i] = res.num_generated_tokens
@@ -114,7 +123,8 @@ class CaptionActor:
                  C.SAMPLING_HASH: p.sampling_hash, C.CODE_VERSION: p.code_version, C.RUN_ID: p.run_id}
         for name, value in stamp.items():
             out[name] = [value] * n
-        table = table.drop_columns([self.pixels_column])
+        if not self.keep_pixels:
+            table = table.drop_columns([self.pixels_column])
         return set_columns(table, {**out, C.STATUS: statuses, C.ERROR: errors}, OUT_TYPES)
 
 
@@ -124,7 +134,9 @@ class CaptionOperator(Operator):
     name = "caption"
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, caption: CaptionConfig,
-                 resources: ResourcesConfig, provenance: Provenance, pixels_column: str = C.PIXELS):
+                 resources: ResourcesConfig, provenance: Provenance, pixels_column: str = C.PIXELS,
+                 keep_pixels: bool = False):
+        self.keep_pixels = keep_pixels  # a later model stage (QA) still needs the image
         self.model = model
         self.sampling = sampling
         self.caption = caption
@@ -139,7 +151,7 @@ class CaptionOperator(Operator):
         return tuple(OUT_TYPES)
 
     def drops(self) -> tuple[str, ...]:
-        return (self.pixels_column,)
+        return () if self.keep_pixels else (self.pixels_column,)
 
     def check(self) -> None:
         get_family(self.model.family)  # KeyError names the known families
@@ -153,7 +165,8 @@ class CaptionOperator(Operator):
         return ds.map_batches(
             CaptionActor,
             fn_constructor_kwargs=dict(model=self.model, sampling=self.sampling, caption=self.caption,
-                                       provenance=self.provenance, pixels_column=self.pixels_column),
+                                       provenance=self.provenance, pixels_column=self.pixels_column,
+                                       keep_pixels=self.keep_pixels),
             batch_size=r.batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=r.num_engines,

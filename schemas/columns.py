@@ -37,6 +37,7 @@ FINISH_REASON = "finish_reason"
 # Dataset builds (ShareGPT4V-style): image path relative to the image root, questions a
 # manifest or question set supplies, and the question-answer pairs generated per image.
 IMAGE = "image"
+INSTRUCTION = "instruction"
 QUESTIONS = "questions"
 QA = "qa"
 QA_MODEL_ID = "qa_model_id"
