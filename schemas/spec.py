@@ -183,10 +183,10 @@ class QAConfig(_Strict):
     question_set: tuple[str, ...] = Field((), description="Questions to draw from, deterministically per image id.")
     questions_per_image: int = Field(2, ge=1, description="Questions drawn from the set or generated per image.")
     generate_prompt: str = Field(
-        "Here is a description of this image: {caption}\nAsk one short question about the image that can be "
-        "answered by looking at it. Reply with the question only.",
-        description="Instruction for generating a question; {caption} is the image's caption. Asked "
-        "questions_per_image times with distinct seeds.",
+        "Here is a description of this image: {caption}\nWrite {n} different short questions about the image "
+        "that can be answered by looking at it, one per line, without answers.",
+        description="Instruction for generating questions with the image; {caption} is the image's caption and "
+        "{n} is questions_per_image. Each non-empty line of the reply (numbering stripped) is one question.",
     )
     model: ModelConfig | None = Field(
         None, description="Model answering (and generating) questions; None uses the caption model in its own pool."
@@ -232,6 +232,18 @@ class RunConfig(_Strict):
     progress_bars: bool = Field(True, description="Show Ray Data's per-operator progress bars.")
 
 
+class ScheduleConfig(_Strict):
+    """A schedule: repeated runs of one spec over a growing corpus, each doing only what is new."""
+
+    state_uri: str = Field(
+        description="Where the schedule keeps its lock and the record of committed runs, per dataset version "
+        "(e.g. s3://bucket/schedules/nightly/). Two runs of one schedule never overlap."
+    )
+    lock_ttl_s: int = Field(
+        86_400, ge=60, description="A lock older than this is taken to belong to a dead run and may be broken."
+    )
+
+
 class JobSpec(_Strict):
     """A captioning job: source -> decode -> caption -> sink."""
 
@@ -247,6 +259,9 @@ class JobSpec(_Strict):
     postcheck: PostCheckConfig = Field(default_factory=PostCheckConfig, description="Post-checks of generations.")
     qa: QAConfig | None = Field(
         None, description="Visual QA; present, the job builds a ShareGPT4V-style dataset (caption + QA per image)."
+    )
+    schedule: ScheduleConfig | None = Field(
+        None, description="Run as one increment of a schedule: only images no committed run of it has processed."
     )
 
     @field_validator("source", "sink", mode="before")
