@@ -54,6 +54,24 @@ def _cmd_families(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render_k8s(args: argparse.Namespace) -> int:
+    from jobs.k8s_cli import render_k8s
+
+    return render_k8s(args)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from jobs.runinfo import status_command
+
+    return status_command(args.run, args.endpoint_url)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from jobs.runinfo import report_command
+
+    return report_command(args.run, args.endpoint_url, args.html, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vlmbatch``."""
     parser = argparse.ArgumentParser(prog="vlmbatch", description="Batch vision-language captioning on Ray + vLLM.")
@@ -80,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("families", help="list registered model families")
     p.set_defaults(fn=_cmd_families)
+
+    from jobs.k8s_cli import add_render_k8s_arguments
+
+    p = sub.add_parser("render-k8s", help="render KubeRay/Kubernetes manifests of a job spec into a directory")
+    add_render_k8s_arguments(p)
+    p.set_defaults(fn=_cmd_render_k8s)
+
+    for name, text in (("status", "show a run's committed state (manifest) from object storage"),
+                       ("report", "show a committed run's report; --html/--json save the report files")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run", help="run root: <sink.uri>/<run_id>, e.g. s3://bucket/captions/run-1")
+        p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
+        if name == "report":
+            p.add_argument("--html", help="save report.html here")
+            p.add_argument("--json", help="save report.json here")
+        p.set_defaults(fn=_cmd_status if name == "status" else _cmd_report)
     return parser
 
 
