@@ -11,7 +11,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a caption job; exit 0 when committed, 2 on a bad spec or pipeline, 1 on a failed run."""
+    """Run a caption job; exit 0 when committed (or nothing to do), 2 on a bad spec or pipeline, 1 on a failed
+    run, 3 when another run of the same schedule holds its lock."""
     parser = argparse.ArgumentParser(prog="python -m jobs.caption", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="YAML job spec")
     parser.add_argument("--run-id", help="run id (reuse to resume); overrides run.run_id")
@@ -28,12 +29,27 @@ def run_spec_file(path: str, run_id: str | None = None) -> int:
     from pipeline.runner import run_job
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipeline.locks import LockHeld
+    from pipeline.schedule import Schedule
+
     try:
         spec = load_spec(path, {"run.run_id": run_id} if run_id else None)
-        manifest = run_job(spec)
+        if spec.schedule is not None:
+            outcome = Schedule(spec).run_once(run_id)
+            print(f"schedule {spec.schedule.state_uri} dataset version {outcome.version}: "
+                  f"{outcome.earlier_runs} earlier runs, {outcome.new_rows} new rows")
+            manifest = outcome.manifest
+            if manifest is None:
+                print("nothing new to process")
+                return 0
+        else:
+            manifest = run_job(spec)
     except (SpecError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except LockHeld as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 3
     except (SourceError, CommitError) as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         return 1

@@ -84,3 +84,7 @@ class SourceOperator(ABC):
     def count(self) -> int | None:
         """Number of rows the source yields, where known without reading (for the manifest)."""
         return None
+
+    def ids(self) -> list[str] | None:
+        """Ids of the rows the source yields, where known at listing (resume and schedules count with them)."""
+        return None

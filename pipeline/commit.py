@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.storage import filesystem, join_uri, split_uri
+from pipeline.faults import BEFORE_MANIFEST, crash_point
 from pipeline.shards import ShardWriter, retry, scan_staging
 from schemas.manifest import FileEntry, Manifest, RunSummary
 from schemas.records import CAPTION_SCHEMA, SCHEMA_VERSION
@@ -121,9 +122,7 @@ class ParquetCommitSink:
         if read_manifest(self.run_root, storage) is not None:
             raise CommitError(f"run {self.run_id} is already committed at {self.run_root}; use a new run id")
         pipeline.validate(self.requires())
-        rows_in = self.rows_in if self.rows_in is not None else pipeline.source.count()
-        if rows_in is not None:
-            rows_in -= len(self.skip_ids)
+        rows_in = self.expected_rows(pipeline)
         started = time.monotonic()
         earlier = scan_staging(self.run_root, storage)
         files = {f.path: f for f in earlier.files}
@@ -173,10 +172,23 @@ class ParquetCommitSink:
             summary=summary,
             **self.manifest_fields,
         )
+        crash_point(BEFORE_MANIFEST)
         retry(lambda: write_bytes_atomic(join_uri(self.run_root, MANIFEST),
                                          manifest.model_dump_json(indent=2).encode(), storage),
               f"write {self.run_root}/{MANIFEST}")
         return manifest
+
+    def expected_rows(self, pipeline: Pipeline) -> int | None:
+        """Rows this run must commit: the source's, less those skipped as done elsewhere; None if unknown."""
+        if self.rows_in is not None and not self.skip_ids:
+            return self.rows_in
+        if not self.skip_ids:
+            return pipeline.source.count()
+        ids = pipeline.source.ids()
+        if ids is None:
+            return None
+        skip = set(self.skip_ids)
+        return sum(1 for i in ids if i not in skip)
 
     def _check_exactly_once(self, files: dict[str, FileEntry], rows_in: int | None, rows_out: int) -> None:
         """Every listed row once: unique ids across the files, as many as the source listed."""

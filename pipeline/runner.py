@@ -46,11 +46,18 @@ def configure_data_context(run: RunConfig) -> None:
     ctx.max_errored_blocks = 0
 
 
-def run_job(spec: JobSpec, run_id: str | None = None) -> Manifest:
+def run_job(spec: JobSpec, run_id: str | None = None, skip_ids: list[str] | None = None,
+            allow_empty: bool = False) -> Manifest | None:
     """Run ``spec`` end to end and return the committed manifest.
 
     A run id that is already committed is not run again: its manifest is returned as is
     (``manifest.run_id`` equal, nothing written). An uncommitted one is resumed.
+
+    Args:
+        spec: the job.
+        run_id: overrides ``spec.run.run_id``; None makes a fresh one.
+        skip_ids: ids done by earlier runs (schedules); their rows are not processed or written.
+        allow_empty: with nothing left to do, return None instead of committing an empty run.
 
     Raises:
         pipeline.dag.PipelineError: the pipeline is malformed (before anything starts).
@@ -60,11 +67,15 @@ def run_job(spec: JobSpec, run_id: str | None = None) -> Manifest:
     run_id = run_id or spec.run.run_id or new_run_id(spec.name)
     pipe = caption_pipeline(spec, run_id)
     sink = caption_sink(spec, run_id)
+    sink.skip_ids = list(skip_ids or [])
     pipe.validate(sink.requires())
     committed = read_manifest(sink.run_root, spec.sink.storage)
     if committed is not None:
         log.info("run %s is already committed at %s; nothing to do", run_id, sink.run_root)
         return committed
+    if allow_empty and sink.expected_rows(pipe) == 0:
+        log.info("nothing new to process for run %s", run_id)
+        return None
     init_ray(spec.run)
     configure_data_context(spec.run)
     log.info("run %s: %s -> %s", run_id, pipe.describe(), sink.run_root)

@@ -256,7 +256,11 @@ class JobSpec(_Strict):
     sink: SinkConfig = Field(description="Output.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Resources.")
     run: RunConfig = Field(default_factory=RunConfig, description="Run options.")
-    postcheck: PostCheckConfig = Field(default_factory=PostCheckConfig, description="Post-checks of generations.")
+    postcheck: PostCheckConfig | None = Field(
+        None,
+        description="Post-checks of generations. None: dataset builds (a qa section, a caption prompt set or a "
+        "manifest source) check with the defaults, plain caption runs check nothing.",
+    )
     qa: QAConfig | None = Field(
         None, description="Visual QA; present, the job builds a ShareGPT4V-style dataset (caption + QA per image)."
     )

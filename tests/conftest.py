@@ -33,6 +33,27 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return Lazy()
 
 
+def free_port_block(n: int) -> int:
+    """First port of ``n`` consecutive free loopback ports (the S3 server uses a block of 13)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - n)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports found")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,9 +64,10 @@ def free_port() -> int:
 def s3_server(tmp_path_factory):
     """The real S3 server (SeaweedFS) on loopback, via infra/local/s3.sh; yields its endpoint.
 
-    Uses its own port range and data directory, so it never touches the demo's server.
+    Uses a free block of ports and its own data directory, so it never touches the demo's server
+    or another test session's.
     """
-    port = int(os.environ.get("VLMBATCH_TEST_S3_PORT", "18333"))
+    port = int(os.environ.get("VLMBATCH_TEST_S3_PORT", "0")) or free_port_block(13)
     env = {
         **os.environ,
         "VLMBATCH_S3_PORT": str(port),

