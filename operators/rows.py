@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -12,9 +13,26 @@ from schemas.status import Status
 STATUS_TYPES = {C.STATUS: pa.string(), C.ERROR: pa.string()}
 
 
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS",
+               "AZURE_STORAGE_KEY", "HF_TOKEN")
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of credential variables of this process replaced by ``***``.
+
+    Error messages of storage clients can quote request details; an error row or a log line
+    must never carry a secret, whatever a library put in its message.
+    """
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 8 and value in text:
+            text = text.replace(value, "***")
+    return text
+
+
 def error_text(exc: BaseException, limit: int = 500) -> str:
-    """One-line, bounded description of ``exc`` for an error column."""
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    """One-line, bounded, credential-free description of ``exc`` for an error column."""
+    text = redact(f"{type(exc).__name__}: {exc}".replace("\n", " "))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

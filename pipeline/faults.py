@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 
 BEFORE_MANIFEST = "before-manifest"
+AFTER_SHARDS = "after-shards"
 
 
-def crash_point(name: str) -> None:
-    """Die here if ``VLMBATCH_CRASH_AT`` names this point."""
-    if os.environ.get("VLMBATCH_CRASH_AT") == name:
+def crash_point(name: str, count: int | None = None) -> None:
+    """Die here if ``VLMBATCH_CRASH_AT`` names this point (``name:count`` for counted points)."""
+    want = os.environ.get("VLMBATCH_CRASH_AT")
+    if want and want == (name if count is None else f"{name}:{count}"):
         os._exit(137)

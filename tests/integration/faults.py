@@ -59,10 +59,10 @@ def reap(marker: str, timeout: float = 20.0) -> None:
 
 def start_run(spec_path: str, run_id: str, env: dict) -> subprocess.Popen:
     """``vlmbatch run SPEC --run-id RUN`` as a child process, output to a log beside the spec."""
-    path = f"{spec_path}.{run_id}.{int(time.time() * 1000)}.log"
+    path = f"{spec_path}.{run_id or 'auto'}.{uuid.uuid4().hex[:8]}.log"
+    args = [sys.executable, "-m", "jobs.cli", "run", spec_path] + (["--run-id", run_id] if run_id else [])
     with open(path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", spec_path, "--run-id", run_id], cwd=ROOT,
-                                env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     proc.log_path = path  # type: ignore[attr-defined]
     return proc
 

@@ -67,3 +67,14 @@ def check_demo_output(endpoint: str, bucket: str, run_id: str, family: str) -> d
     assert manifest.schema_version == "1" and manifest.run_id == run_id
     assert manifest.spec["model"]["family"] == family
     return manifest.model_dump()
+
+
+def fast_spec(endpoint: str, bucket: str, model_dir: str, engine: str = "transformers", tokens: int = 6) -> dict:
+    """The demo job with small shards (many commit points) and fixed-length generations."""
+    spec = demo_spec(endpoint, bucket, "internvl", model_dir, name="faults")
+    spec["model"]["engine"]["kind"] = engine
+    spec["sampling"] = {"max_tokens": tokens, "min_tokens": tokens}
+    spec["sink"]["rows_per_file"] = 4
+    spec["resources"].update(batch_size=4, cpu_batch_size=4)
+    spec["postcheck"] = {"truncated": False, "repetition": False}
+    return spec

@@ -7,7 +7,6 @@ process the run left behind.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 
@@ -19,22 +18,11 @@ from pipeline.commit import read_committed, read_manifest
 from schemas import columns as C
 from schemas.spec import StorageConfig
 from tests.conftest import ROOT, free_port_block
-from tests.integration.faults import kill_marked, log_of, marked_env, reap, start_run, wait_until
-from tests.integration.helpers import demo_spec, write_spec
+from tests.integration.faults import kill_marked, log_of, reap, start_run, wait_until
+from tests.integration.helpers import fast_spec, write_spec
 
 pytestmark = pytest.mark.slow
 N = len(demo_files())
-
-
-def fast_spec(endpoint: str, bucket: str, model_dir: str, engine: str = "transformers") -> dict:
-    """The demo job with small shards (many commit points) and short fixed-length generations."""
-    spec = demo_spec(endpoint, bucket, "internvl", model_dir, name="faults")
-    spec["model"]["engine"]["kind"] = engine
-    spec["sampling"] = {"max_tokens": 6, "min_tokens": 6}
-    spec["sink"]["rows_per_file"] = 4
-    spec["resources"].update(batch_size=4, cpu_batch_size=4)
-    spec["postcheck"] = {"truncated": False, "repetition": False}
-    return spec
 
 
 def staged(endpoint: str, bucket: str, run_id: str) -> list[str]:
@@ -58,33 +46,22 @@ def assert_exactly_once(endpoint: str, bucket: str, run_id: str):
     return read_manifest(f"s3://{bucket}/captions/{run_id}", storage)
 
 
-@pytest.fixture
-def run_env(s3_server):
-    env = {**os.environ, "VLMBATCH_S3_ENDPOINT": s3_server, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    env, marker = marked_env(env)
-    yield env, marker
-    reap(marker)
-
-
 def test_driver_killed_at_random_points_then_resumed(s3_server, tiny_models, tmp_path, run_env):
     env, marker = run_env
     bucket = "fault-driver"
     write_demo_corpus(f"s3://{bucket}/corpus/", StorageConfig(endpoint_url=s3_server))
     spec = write_spec(tmp_path / "spec.yaml", fast_spec(s3_server, bucket, str(tiny_models["internvl"])))
     seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
+    shards_before_kill = random.Random(seed).randint(1, 3)
 
-    # Attempt 1: the driver is killed at a random moment after its first shard is written.
-    first = start_run(spec, "r", env)
-    wait_until(lambda: staged(s3_server, bucket, "r"), 300, "the first shard", first)
-    time.sleep(rng.uniform(0, 2))
-    first.kill()
-    first.wait()
+    # Attempt 1: the driver dies at a random point, after its 1st, 2nd or 3rd shard reported back.
+    first = start_run(spec, "r", {**env, "VLMBATCH_CRASH_AT": f"after-shards:{shards_before_kill}"})
+    assert first.wait(timeout=600) == 137, log_of(first)
     reap(marker)
     after_first = staged(s3_server, bucket, "r")
     assert read_manifest(f"s3://{bucket}/captions/r", StorageConfig(endpoint_url=s3_server)) is None
-    assert 0 < len(after_first) < N / 4, f"seed {seed}: killed too late to test resume"
+    assert 0 < len(after_first) < -(-N // 4), f"seed {seed}: every shard was written before the crash"
+    assert len(after_first) >= shards_before_kill
 
     # Attempt 2: dies after its last data file and before the manifest.
     second = start_run(spec, "r", {**env, "VLMBATCH_CRASH_AT": "before-manifest"})

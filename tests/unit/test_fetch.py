@@ -57,3 +57,11 @@ def test_failed_rows_are_not_fetched(tmp_path):
     out = FetchBatch(SourceConfig(uri=str(tmp_path)), DecodeConfig())(table)
     assert out.column(C.STATUS).to_pylist() == ["decode_error"]
     assert out.column(C.ERROR).to_pylist() == ["earlier"]
+
+
+def test_error_text_never_carries_a_secret(monkeypatch):
+    from operators.rows import error_text
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-123456")
+    text = error_text(RuntimeError("signature mismatch for key s3cr3t-value-123456 in request"))
+    assert "s3cr3t-value-123456" not in text and "***" in text

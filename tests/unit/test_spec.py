@@ -85,3 +85,11 @@ def test_bad_yaml_and_missing_file(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(bad)
+
+
+def test_remote_code_is_off_unless_the_spec_turns_it_on():
+    from operators.vlm.registry import get_family
+    from operators.vlm.vllm_engine import engine_args
+
+    spec = parse_spec(MINIMAL)
+    assert engine_args(spec.model, get_family("internvl"))["trust_remote_code"] is False
