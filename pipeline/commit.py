@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.storage import filesystem, join_uri, split_uri
-from pipeline.faults import BEFORE_MANIFEST, crash_point
+from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
+from pipeline.progress import RunObserver
 from pipeline.shards import ShardWriter, retry, scan_staging
 from schemas.manifest import FileEntry, Manifest, RunSummary
 from schemas.records import CAPTION_SCHEMA, SCHEMA_VERSION
@@ -108,6 +109,8 @@ class ParquetCommitSink:
         self.rows_in = rows_in
         self.schema = schema
         self.skip_ids = skip_ids or []
+        # The running count line during the commit loop, the run report after the manifest.
+        self.observer = RunObserver()
 
     def requires(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.schema if not f.nullable)
@@ -130,6 +133,8 @@ class ParquetCommitSink:
         by_status = Counter(earlier.by_status)
         prompt_tokens, generated_tokens, engine = earlier.prompt_tokens, earlier.generated_tokens, earlier.engine
         new_rows = 0
+        shards = None
+        self.observer.start(rows_in, len(earlier.ids))
         if rows_in is None or len(earlier.ids) < rows_in:
             ds = pipeline.plan(self.requires(), skip_ids=list(self.skip_ids) + earlier.ids)
             shards = ds.map_batches(
@@ -147,6 +152,8 @@ class ParquetCommitSink:
                 generated_tokens += meta["generated_tokens"]
                 engine = engine or meta["engine"]
                 new_rows += meta["rows"]
+                crash_point(AFTER_SHARDS, len(files) - len(earlier.files))
+                self.observer.shard(meta)
         wall = max(time.monotonic() - started, 1e-9)
         rows_out = sum(f.rows for f in files.values())
         self._check_exactly_once(files, rows_in, rows_out)
@@ -176,6 +183,7 @@ class ParquetCommitSink:
         retry(lambda: write_bytes_atomic(join_uri(self.run_root, MANIFEST),
                                          manifest.model_dump_json(indent=2).encode(), storage),
               f"write {self.run_root}/{MANIFEST}")
+        self.observer.committed(manifest, self.run_root, storage, shards)
         return manifest
 
     def expected_rows(self, pipeline: Pipeline) -> int | None:

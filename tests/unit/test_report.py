@@ -1,0 +1,110 @@
+"""The run report and the running count line, on a run committed without Ray (local files)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from html.parser import HTMLParser
+
+from pipeline.progress import RunObserver
+from pipeline.report import REPORT_HTML, REPORT_JSON, throughput_series
+from schemas.spec import StorageConfig
+from tests import browser
+from tests.report_fixtures import make_committed_run
+
+
+class _Figures(HTMLParser):
+    """figure id -> (svg count, bar count, point count, empty placeholders)."""
+
+    def __init__(self):
+        super().__init__()
+        self.figures: dict[str, dict] = {}
+        self.current: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "figure":
+            self.current = a.get("id")
+            self.figures[self.current] = {"svg": 0, "bars": 0, "points": 0, "empty": 0}
+        elif self.current:
+            f = self.figures[self.current]
+            if tag == "svg":
+                f["svg"] += 1
+                f["empty"] += "empty" in a.get("class", "")
+            f["bars"] += tag == "rect" and a.get("class") == "bar"
+            f["points"] += tag == "circle" and a.get("class") == "point"
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self.current = None
+
+
+def _figures(html: str) -> dict[str, dict]:
+    p = _Figures()
+    p.feed(html)
+    return p.figures
+
+
+def test_running_count_line_counts_done_failed_and_rates(tmp_path):
+    stream = io.StringIO()
+    make_committed_run(str(tmp_path / "run-a"), StorageConfig(), shards=3, rows=10, stream=stream)
+    lines = [ln for ln in stream.getvalue().splitlines() if ln.startswith("[vlmbatch]")]
+    assert lines[0].startswith("[vlmbatch] 0/30 images done (0 failed)")
+    # 3 of every 10 fixture rows fail (not_an_image, decode_error, empty_generation).
+    assert re.match(r"\[vlmbatch\] 30/30 images done \(9 failed\), [0-9.]+ images/s, [0-9.]+ tokens/s", lines[-1])
+    assert len(lines) >= 4
+
+
+def test_running_count_is_throttled_but_always_prints_the_end():
+    stream = io.StringIO()
+    obs = RunObserver(stream=stream, min_interval_s=3600)
+    obs.start(20, resumed=10)
+    obs.shard({"rows": 5, "by_status": json.dumps({"ok": 5}), "generated_tokens": 50})
+    obs.shard({"rows": 5, "by_status": json.dumps({"ok": 4, "decode_error": 1}), "generated_tokens": 40})
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines  # the start and the finished line, nothing between
+    assert lines[-1].startswith("[vlmbatch] 10/10 images done (1 failed, 10 resumed)")
+
+
+def test_report_files_hold_the_figures(tmp_path):
+    run = tmp_path / "run-b"
+    manifest, _ = make_committed_run(str(run), StorageConfig(), shards=4, rows=10)
+    report = json.loads((run / REPORT_JSON).read_text())
+    figs = report["figures"]
+    assert report["run_id"] == "run-b" and report["failed"] == 12
+    assert figs["status_breakdown"] == {"ok": 28, "not_an_image": 4, "decode_error": 4, "empty_generation": 4}
+    hist = figs["generated_length_histogram"]
+    assert sum(hist["counts"]) == hist["rows"] == 28
+    assert hist["bin_edges"][0] == 4 and hist["bin_edges"][-1] > 26 >= hist["bin_edges"][-2]
+    assert figs["throughput"], "a timeline from the commit loop"
+    html = (run / REPORT_HTML).read_text()
+    assert not re.search(r"https?:|src=|href=|<script|<link", html), "self-contained page: nothing to fetch"
+    found = _figures(html)
+    assert set(found) == {"throughput", "status", "lengths", "stages"}
+    assert found["status"]["bars"] == 4 and found["lengths"]["bars"] == len(hist["counts"])
+    assert found["throughput"]["points"] == len(figs["throughput"])
+    assert found["stages"]["empty"] == 1, "no Ray Data stats in a Ray-less run: said, not faked"
+
+
+def test_throughput_series_adds_up_to_the_rows():
+    timeline = [(1.0, 10, 100), (2.0, 20, 200), (4.0, 40, 390)]
+    series = throughput_series(timeline, buckets=4)
+    width = 1.0
+    assert sum(p["images_per_s"] * width for p in series) == 40
+    assert [p["images_per_s"] for p in series] == [10, 10, 0, 20]
+    assert throughput_series([]) == []
+
+
+def test_report_page_renders_its_figures_in_a_browser(tmp_path):
+    """Headless Chromium lays out the page: the four figures are there, with bars and points."""
+    run = tmp_path / "run-c"
+    make_committed_run(str(run), StorageConfig(), shards=6, rows=10)
+    dom = browser.dump_dom(str(run / REPORT_HTML))
+    found = _figures(dom)
+    assert set(found) == {"throughput", "status", "lengths", "stages"}
+    assert found["status"]["bars"] == 4 and found["lengths"]["bars"] >= 5 and found["throughput"]["points"] >= 5
+    assert "Run run-c" in dom and "Status breakdown" in dom
+    png = tmp_path / "report.png"
+    browser.screenshot(str(run / REPORT_HTML), str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
