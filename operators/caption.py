@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from operators.base import Operator, Resources
-from operators.rows import set_columns
+from operators.rows import error_text, set_columns
 from operators.vlm.engine import EngineDead, GenerationRequest
 from operators.vlm.registry import get_family
 from schemas import columns as C
@@ -96,13 +96,17 @@ class CaptionActor:
             pixels = table.column(self.pixels_column)
             widths = table.column(C.WIDTH).to_pylist()
             heights = table.column(C.HEIGHT).to_pylist()
-            requests = [
-                GenerationRequest(
-                    ids[i], prompts[i],
-                    (Image.frombuffer("RGB", (widths[i], heights[i]), pixels[i].as_buffer(), "raw", "RGB", 0, 1),),
-                )
-                for i in todo
-            ]
+            requests, ready = [], []
+            for i in todo:
+                # A row whose pixels do not make an image fails alone, never its batch.
+                try:
+                    image = Image.frombuffer("RGB", (widths[i], heights[i]), pixels[i].as_buffer(), "raw", "RGB", 0, 1)
+                except Exception as exc:  # noqa: BLE001
+                    statuses[i], errors[i] = Status.GENERATION_ERROR.value, error_text(exc)
+                    continue
+                requests.append(GenerationRequest(ids[i], prompts[i], (image,)))
+                ready.append(i)
+            todo = ready
             try:
                 results = await self.engine.generate(requests)
             except EngineDead as exc:

@@ -83,3 +83,12 @@ def test_batches_in_flight_overlap_on_one_engine():
     outs = asyncio.run(two())
     assert [o.column(C.ID).to_pylist() for o in outs] == [["x"], ["y"]]
     assert engine.max_active == 2
+
+
+def test_a_row_with_bad_pixels_fails_alone():
+    t = batch(["good", "bad"], ["ok", "ok"])
+    t = t.set_column(t.column_names.index(C.WIDTH), C.WIDTH, pa.array([4, 400]))
+    out = asyncio.run(actor(FakeEngine({}))(t))
+    rows = {r[C.ID]: r for r in out.to_pylist()}
+    assert rows["good"][C.STATUS] == "ok"
+    assert rows["bad"][C.STATUS] == "generation_error" and rows["bad"][C.ERROR]
