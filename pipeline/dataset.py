@@ -25,18 +25,12 @@ from operators.sources.parquet import ParquetManifestSource
 from operators.sources.prefix import PrefixSource
 from operators.sources.webdataset import WebDatasetSource
 from operators.vlm.registry import get_family
-from pipeline.build import caption_sink
+from pipeline.build import caption_sink, is_dataset_build
 from pipeline.commit import ParquetCommitSink
 from pipeline.dag import Pipeline, PipelineError
 from pipeline.provenance import code_version, provenance_for
-from schemas.dataset_records import DATASET_SCHEMA
 from schemas.provenance import Provenance
 from schemas.spec import JobSpec, PostCheckConfig
-
-
-def is_dataset_build(spec: JobSpec) -> bool:
-    """Whether ``spec`` builds a dataset (QA, a caption prompt set or a manifest source) rather than captions."""
-    return spec.qa is not None or bool(spec.caption.prompts) or spec.source.format != "prefix"
 
 
 def source_for(spec: JobSpec) -> SourceOperator:
@@ -93,6 +87,6 @@ def dataset_pipeline(spec: JobSpec, run_id: str) -> Pipeline:
 
 def dataset_sink(spec: JobSpec, run_id: str) -> ParquetCommitSink:
     """The committing sink of a dataset build: the caption sink's manifest fields, the dataset schema."""
-    sink = caption_sink(spec, run_id)
-    sink.schema = DATASET_SCHEMA
-    return sink
+    if not is_dataset_build(spec):
+        raise PipelineError("spec is not a dataset build (no qa section, caption prompt set or manifest source)")
+    return caption_sink(spec, run_id)

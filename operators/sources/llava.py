@@ -27,6 +27,7 @@ from operators.sources.entries import (
 )
 from operators.sources.prefix import SourceError
 from operators.storage import filesystem, split_uri
+from schemas import columns as C
 from schemas.spec import SourceConfig
 
 if TYPE_CHECKING:
@@ -116,6 +117,9 @@ class LlavaManifestSource(SourceOperator):
 
     def count(self) -> int:
         return self.listing().num_rows
+
+    def ids(self) -> list[str]:
+        return self.listing().column(C.ID).to_pylist()
 
     def read(self) -> ray.data.Dataset:
         import ray.data
