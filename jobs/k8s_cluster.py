@@ -105,6 +105,9 @@ def ray_cluster_spec(spec: JobSpec, cfg: K8sConfig) -> dict:
     replicas = worker_replicas(spec, cfg)
     return {
         "rayVersion": cfg.ray_version,
+        # Ray 2.60 clusters authenticate with a token: KubeRay generates it into a Secret and hands
+        # it to every pod and to the job submitter (a client outside needs it too, see infra/README.md).
+        "authOptions": {"mode": "token"},
         "headGroupSpec": {
             # num-cpus 0: no task or actor lands on the head, which runs the driver and the GCS.
             "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0",

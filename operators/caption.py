@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from operators.base import Operator, Resources
+from operators.metrics import RunMetrics
 from operators.rows import error_text, set_columns
 from operators.vlm.engine import EngineDead, GenerationRequest
 from operators.vlm.registry import get_family
@@ -80,7 +81,14 @@ class CaptionActor:
         if engine is not None:
             engine.shutdown()
 
+    def _run_metrics(self) -> RunMetrics:
+        # Made on first use, in the actor's own process, where Ray's metrics API is up.
+        if getattr(self, "_metrics", None) is None:
+            self._metrics = RunMetrics(self.provenance.run_id)
+        return self._metrics
+
     async def __call__(self, table: pa.Table) -> pa.Table:
+        metrics = self._run_metrics()
         from PIL import Image
 
         n = table.num_rows
@@ -107,12 +115,15 @@ class CaptionActor:
                 requests.append(GenerationRequest(ids[i], prompts[i], (image,)))
                 ready.append(i)
             todo = ready
+            metrics.submitted(len(requests))
             try:
                 results = await self.engine.generate(requests)
             except EngineDead as exc:
                 # Nothing more can run here: exit so Ray replaces the actor and retries the batch.
                 log.error("engine died (%s); exiting so the actor is replaced", exc)
                 os._exit(1)
+            finally:
+                metrics.answered(len(requests))
             for i, res in zip(todo, results, strict=True):
                 out[C.PROMPT][i] = prompts[i]
                 out[C.CAPTION][i] = res.text
@@ -122,6 +133,7 @@ class CaptionActor:
                 statuses[i], errors[i] = res.status.value, res.error
                 if res.status == Status.OK and not (res.text or "").strip():
                     statuses[i], errors[i] = Status.EMPTY_GENERATION.value, "the model generated no text"
+        metrics.rows(statuses, out[C.NUM_GENERATED_TOKENS], out[C.NUM_PROMPT_TOKENS])
         p = self.provenance
         stamp = {C.MODEL_ID: p.model_id, C.MODEL_REVISION: p.model_revision, C.ENGINE: self.engine.name,
                  C.SAMPLING_HASH: p.sampling_hash, C.CODE_VERSION: p.code_version, C.RUN_ID: p.run_id}
