@@ -1,0 +1,67 @@
+"""Comparison 5: cost per image and peak memory as the corpus grows (1x, 4x, 16x).
+
+The same pipeline over ``base``, ``4 * base`` and ``16 * base`` images. What must stay flat:
+seconds per image (the marginal cost, fixed start-up costs taken out), the driver's peak RSS
+(nothing held per image on the driver beyond the listing), and the largest worker's peak RSS
+(streaming: blocks flow through, nothing accumulates). Reported ratios are 16x over 1x.
+
+Run: ``python -m bench.run growth [--runs N]``; ``--num-images`` sets ``base`` (default 8 here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bench.common import BenchParams, median, ratio, run_side, side_main
+from bench.pipeline_side import vlmbatch_side
+
+SIDES = {"vlmbatch": vlmbatch_side}
+SCALES = (1, 4, 16)
+
+
+def _base(params: BenchParams) -> int:
+    return int(params.extra.get("growth_base", min(params.num_images, 8)))
+
+
+def compare(params: BenchParams, runs: int) -> dict:
+    base = _base(params)
+    scales = tuple(params.extra.get("growth_scales", SCALES))
+    results: dict[str, list[dict]] = {f"{k}x": [] for k in scales}
+    for _ in range(runs):
+        for k in scales:
+            results[f"{k}x"].append(run_side(__name__, "vlmbatch", dataclasses.replace(params, num_images=base * k)))
+    med: dict[str, dict] = {}
+    for k in scales:
+        rs = results[f"{k}x"]
+        med[f"{k}x"] = {
+            "images": base * k,
+            "wall_s": median([r["wall_s"] for r in rs]),
+            "s_per_image": median([r["wall_s"] / r["images"] for r in rs]),
+            "driver_peak_rss_mib": median([r["driver_peak_rss_mib"] for r in rs]),
+            "worker_peak_rss_mib": median([r["worker_peak_rss_mib"] for r in rs]),
+            "descendants_peak_total_rss_mib": median([r["descendants_peak_total_rss_mib"] for r in rs]),
+        }
+    lo, hi = med[f"{scales[0]}x"], med[f"{scales[-1]}x"]
+    lo_n, hi_n = lo["images"], hi["images"]
+    marginal = {}
+    for k in scales[1:]:
+        m = med[f"{k}x"]
+        marginal[f"{scales[0]}x_to_{k}x"] = round((m["wall_s"] - lo["wall_s"]) / (m["images"] - lo_n), 4)
+    return {
+        "params": {**params.__dict__, "base": base, "scales": list(scales)}, "runs": results, "medians": med,
+        "marginal_s_per_image": marginal,
+        "ratios": {
+            "s_per_image_16x_over_1x": ratio(hi["s_per_image"], lo["s_per_image"]),
+            "driver_peak_rss_16x_over_1x": ratio(hi["driver_peak_rss_mib"], lo["driver_peak_rss_mib"]),
+            "worker_peak_rss_16x_over_1x": ratio(hi["worker_peak_rss_mib"], lo["worker_peak_rss_mib"]),
+            "marginal_s_per_image_last_over_first": ratio(marginal[f"{scales[0]}x_to_{scales[-1]}x"],
+                                                         marginal[f"{scales[0]}x_to_{scales[1]}x"])
+            if len(scales) > 2 else None,
+        },
+        "targets": {"driver_peak_rss_16x_over_1x": "~1 (flat)", "worker_peak_rss_16x_over_1x": "~1 (flat)"},
+        "images_range": [lo_n, hi_n],
+    }
+
+
+if __name__ == "__main__":
+    side_main(SIDES)

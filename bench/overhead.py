@@ -1,0 +1,37 @@
+"""Comparison 1: the full vlmbatch pipeline vs the bare engine over the same pre-decoded images.
+
+The bare side is ``vllm.LLM.generate`` in one process with every image already decoded and
+normalised (no listing, fetch, decode, Ray or commit). Target: ``ratio >= 0.95`` (vlmbatch
+images/s over bare images/s) in steady state: bare = images / ``generate`` seconds after the
+engine is built; vlmbatch = images / seconds from its engine being ready (stamped in the actor)
+to its last batch done. ``end_to_end`` also counts Ray and engine start on both sides.
+
+Run: ``python -m bench.run overhead [--runs N]``.
+"""
+
+from __future__ import annotations
+
+from bench.common import BenchParams, interleaved, ratio, side_main, summarise
+from bench.peers import bare_vllm_side
+from bench.pipeline_side import vlmbatch_side
+
+SIDES = {"vlmbatch": vlmbatch_side, "bare_vllm": bare_vllm_side}
+TARGET = 0.95
+
+
+def compare(params: BenchParams, runs: int) -> dict:
+    res = interleaved(__name__, list(SIDES), params, runs)
+    keys = ["wall_s", "images_per_s", "ray_init_s", "load_s", "generate_s", "steady_s", "steady_images_per_s",
+            "prompt_tokens_per_image", "driver_peak_rss_mib", "worker_peak_rss_mib"]
+    med = {side: summarise(r, keys) for side, r in res.items()}
+    v, b = med["vlmbatch"], med["bare_vllm"]
+    steady = ratio(v.get("steady_images_per_s"), b.get("steady_images_per_s"))
+    return {
+        "params": params.__dict__, "runs": res, "medians": med,
+        "ratios": {"steady": steady, "end_to_end": ratio(v["images_per_s"], b["images_per_s"])},
+        "targets": {"steady": TARGET},
+    }
+
+
+if __name__ == "__main__":
+    side_main(SIDES)

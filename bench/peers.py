@@ -1,0 +1,189 @@
+"""The peers' sides: bare ``vllm.LLM.generate``, Ray Data's LLM processor, the model cards' loop.
+
+Each side gets the same model, images, prompt and sampling as the vlmbatch side
+(:mod:`bench.pipeline_side`): the family's prompt from the registry, greedy decoding, exactly
+``max_tokens`` new tokens with EOS ignored. Engine arguments come from the project's own
+``engine_args`` so the two vLLM engines are configured alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tempfile
+import time
+
+from bench.common import BenchParams, corpus_files, loadavg, make_corpus, peak_rss_mib
+from bench.pipeline_side import STAMPS_ENV, read_stamps, stamp
+
+
+def _model_config(p: BenchParams):
+    from schemas.spec import ModelConfig
+
+    return ModelConfig.model_validate({
+        "family": p.family, "model_id": p.resolved_model(),
+        "engine": {"dtype": p.dtype, "max_model_len": p.max_model_len, "max_num_seqs": p.max_num_seqs,
+                   "load_format": p.load_format},
+    })
+
+
+def _sampling(p: BenchParams):
+    from schemas.spec import SamplingConfig
+
+    return SamplingConfig(max_tokens=p.max_tokens, min_tokens=p.max_tokens, ignore_eos=True)
+
+
+def _predecoded(p: BenchParams) -> list:
+    """The corpus decoded and normalised exactly as the pipeline's decode stage does, as PIL images."""
+    from PIL import Image
+
+    from operators.decode import decode_image
+    from operators.vlm.registry import get_family
+    from schemas import columns as C
+    from schemas.spec import DecodeConfig
+
+    config = DecodeConfig()
+    max_side = min(get_family(p.family).preprocess.max_side, config.max_side)
+    images = []
+    for path in corpus_files(make_corpus(p.num_images, p.image_side)):
+        d = decode_image(path.read_bytes(), config, max_side)
+        images.append(Image.frombytes("RGB", (d[C.WIDTH], d[C.HEIGHT]), d[C.PIXELS]))
+    return images
+
+
+def bare_vllm_side(p: BenchParams) -> dict:
+    """``vllm.LLM`` in this process over pre-decoded images: the floor of what any pipeline can cost."""
+    from operators.vlm.registry import get_family
+    from operators.vlm.vllm_engine import engine_args, sampling_params
+
+    family = get_family(p.family)
+    images = _predecoded(p)
+    prompt = family.build_prompt(p.prompt)
+    load_before = loadavg()
+    t0 = time.perf_counter()
+    import vllm
+
+    llm = vllm.LLM(**engine_args(_model_config(p), family))
+    t_load = time.perf_counter() - t0
+    outs = llm.generate([{"prompt": prompt, "multi_modal_data": {"image": im}} for im in images],
+                        sampling_params(_sampling(p), family), use_tqdm=False)
+    wall = time.perf_counter() - t0
+    gen = [len(o.outputs[0].token_ids) for o in outs]
+    return {
+        "side": "bare_vllm", "images": len(images), "ok": sum(g == p.max_tokens for g in gen),
+        "wall_s": round(wall, 3), "load_s": round(t_load, 3), "generate_s": round(wall - t_load, 3),
+        "images_per_s": round(len(images) / wall, 4),
+        "steady_images_per_s": round(len(images) / (wall - t_load), 4), "generated_tokens": sum(gen),
+        "prompt_tokens_per_image": round(sum(len(o.prompt_token_ids) for o in outs) / len(outs), 1),
+        "driver_peak_rss_mib": peak_rss_mib(), "load_before": load_before, "load_after": loadavg(),
+    }
+
+
+def ray_llm_side(p: BenchParams) -> dict:
+    """``ray.data.llm.build_processor`` with the vLLM engine, fed the way its docs show (data URLs).
+
+    On CPU machines: one CPU bundle instead of a GPU, no Serve metrics, and more logical CPUs
+    than cores, or its five stage actors deadlock on two cores.
+    """
+    import ray
+    import ray.data
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    from operators.vlm.registry import get_family
+    from operators.vlm.vllm_engine import engine_args
+
+    family = get_family(p.family)
+    files = corpus_files(make_corpus(p.num_images, p.image_side))
+    kwargs = engine_args(_model_config(p), family)
+    model = kwargs.pop("model")
+    kwargs.pop("tokenizer", None)
+    system, prompt, n = family.default_system_prompt, p.prompt, p.max_tokens
+    sink = tempfile.mkdtemp(prefix="vlmbatch-bench-rayllm-")
+    stamps = os.path.join(tempfile.mkdtemp(prefix="vlmbatch-bench-stamps-"), "stamps.jsonl")
+    os.environ[STAMPS_ENV] = stamps  # before Ray starts, so its workers inherit it
+    load_before = loadavg()
+    t0 = time.perf_counter()
+    on_gpu = p.gpus_per_engine > 0
+    ray.init(num_cpus=None if on_gpu else 8, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        config = vLLMEngineProcessorConfig(
+            model_source=model, engine_kwargs=kwargs, batch_size=p.batch_size, concurrency=1,
+            prepare_multimodal_stage=True, chat_template_stage=True, tokenize_stage=True, detokenize_stage=True,
+            log_engine_metrics=False,
+            placement_group_config=None if on_gpu else {"bundles": [{"CPU": 1}]},
+        )
+
+        def pre(row: dict) -> dict:
+            url = "data:image/jpeg;base64," + base64.b64encode(row["bytes"]).decode()
+            return {"messages": [{"role": "system", "content": system},
+                                 {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                              {"type": "text", "text": prompt}]}],
+                    "sampling_params": {"max_tokens": n, "min_tokens": n, "temperature": 0.0, "ignore_eos": True}}
+
+        def post(row: dict) -> dict:
+            stamp("row_done", 1)
+            return {"generated_text": row["generated_text"], "num_generated_tokens": row["num_generated_tokens"],
+                    "num_input_tokens": row["num_input_tokens"]}
+
+        processor = build_processor(config, preprocess=pre, postprocess=post)
+        ds = ray.data.read_binary_files([str(f) for f in files])
+        processor(ds).write_parquet(sink)
+        wall = time.perf_counter() - t0
+        table = ray.data.read_parquet(sink).to_arrow_refs()
+        import pyarrow as pa
+
+        table = pa.concat_tables(ray.get(table))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(sink, ignore_errors=True)
+    gen = table.column("num_generated_tokens").to_pylist()
+    inp = table.column("num_input_tokens").to_pylist()
+    # Rows leave the engine a batch at a time; like the vlmbatch side, the first batch is not in the span.
+    times = sorted(s["t"] for s in read_stamps(stamps))
+    b = min(p.batch_size, len(times) - 1)
+    span = round((len(times) - 1 - b) / (times[-1] - times[b]), 4) if b > 0 and times[-1] > times[b] else None
+    return {
+        "side": "ray_data_llm", "images": table.num_rows, "ok": sum(g == n for g in gen), "wall_s": round(wall, 3),
+        "images_per_s": round(table.num_rows / wall, 4), "span_images_per_s": span, "generated_tokens": sum(gen),
+        "prompt_tokens_per_image": round(sum(inp) / len(inp), 1), "driver_peak_rss_mib": peak_rss_mib(),
+        "load_before": load_before, "load_after": loadavg(),
+    }
+
+
+def transformers_loop_side(p: BenchParams) -> dict:
+    """The model cards' way: load with transformers, then open, process and ``generate`` one image at a time."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from operators.vlm.registry import get_family
+
+    family = get_family(p.family)
+    files = corpus_files(make_corpus(p.num_images, p.image_side))
+    prompt = family.build_prompt(p.prompt)
+    load_before = loadavg()
+    t0 = time.perf_counter()
+    processor = AutoProcessor.from_pretrained(p.resolved_model())
+    model = AutoModelForImageTextToText.from_pretrained(p.resolved_model(), dtype=p.dtype).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    t_load = time.perf_counter() - t0
+    gen, prompt_tokens = [], []
+    for path in files:
+        image = Image.open(path).convert("RGB")
+        inputs = processor(text=[prompt], images=[image], return_tensors="pt").to(device)
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=p.max_tokens, min_new_tokens=p.max_tokens,
+                                 do_sample=False)
+        n_prompt = int(inputs["input_ids"].shape[1])
+        prompt_tokens.append(n_prompt)
+        gen.append(int(out.shape[1]) - n_prompt)
+    wall = time.perf_counter() - t0
+    return {
+        "side": "transformers_loop", "images": len(files), "ok": sum(g == p.max_tokens for g in gen),
+        "wall_s": round(wall, 3), "load_s": round(t_load, 3), "images_per_s": round(len(files) / wall, 4),
+        "steady_images_per_s": round(len(files) / (wall - t_load), 4), "generated_tokens": sum(gen),
+        "prompt_tokens_per_image": round(sum(prompt_tokens) / len(prompt_tokens), 1),
+        "driver_peak_rss_mib": peak_rss_mib(), "load_before": load_before, "load_after": loadavg(),
+    }

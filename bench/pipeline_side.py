@@ -1,0 +1,176 @@
+"""The vlmbatch side of every comparison: the full pipeline (list, fetch, decode, caption, commit).
+
+Runs the same code a user's ``vlmbatch run`` runs, on a local Ray instance, reading the bench
+corpus from a local directory and committing Parquet to a temporary one. Also samples the
+resident memory of every process it started (Ray workers, engine processes) for ``growth``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+from bench.common import BenchParams, loadavg, make_corpus, peak_rss_mib
+from operators.caption import CaptionActor
+
+STAMPS_ENV = "VLMBATCH_BENCH_STAMPS"
+
+
+def stamp(event: str, rows: int = 0) -> None:
+    """Append ``{event, t, rows}`` to the stamp file named by the environment (no-op without one)."""
+    path = os.environ.get(STAMPS_ENV)
+    if path:
+        with open(path, "a") as f:  # one short line per write: appends of this size do not interleave
+            f.write(json.dumps({"event": event, "t": time.time(), "rows": rows}) + "\n")
+
+
+def read_stamps(path: str) -> list[dict]:
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def steady_rates(stamps: list[dict], images: int) -> dict:
+    """Engine-ready-to-last-batch rate and first-to-last-output-batch rate, from batch stamps."""
+    ready = [s["t"] for s in stamps if s["event"] == "engine_ready"]
+    batches = sorted((s["t"], s["rows"]) for s in stamps if s["event"] == "batch_done")
+    out: dict = {}
+    if ready and batches and batches[-1][0] > min(ready):
+        out["steady_s"] = round(batches[-1][0] - min(ready), 3)
+        out["steady_images_per_s"] = round(images / out["steady_s"], 4)
+    if len(batches) > 1 and batches[-1][0] > batches[0][0]:
+        out["span_images_per_s"] = round(sum(r for _, r in batches[1:]) / (batches[-1][0] - batches[0][0]), 4)
+    return out
+
+
+class TimedCaptionActor(CaptionActor):
+    """The pipeline's caption actor, plus time stamps of engine ready and of each finished batch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        stamp("engine_ready")
+
+    async def __call__(self, table):
+        out = await super().__call__(table)
+        stamp("batch_done", out.num_rows)
+        return out
+
+
+class MemorySampler:
+    """Peak RSS of this process's descendants (Ray's raylet, workers, engine cores), sampled."""
+
+    def __init__(self, interval_s: float = 0.25):
+        self.interval_s = interval_s
+        self.per_pid: dict[int, tuple[str, float]] = {}
+        self.peak_total_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.interval_s):
+            total = 0.0
+            for proc in me.children(recursive=True):
+                try:
+                    rss = proc.memory_info().rss / 2**20
+                    name = " ".join(proc.cmdline()[:2])[-80:]
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                total += rss
+                if rss > self.per_pid.get(proc.pid, ("", 0.0))[1]:
+                    self.per_pid[proc.pid] = (name, rss)
+            self.peak_total_mib = max(self.peak_total_mib, total)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        """Peak of the largest Ray worker / engine process and of all descendants together (MiB)."""
+        workers = [(n, r) for n, r in self.per_pid.values() if "gcs_server" not in n and "raylet" not in n]
+        top = max(workers, key=lambda x: x[1], default=("", 0.0))
+        return {"worker_peak_rss_mib": round(top[1], 1), "worker_peak_process": top[0],
+                "descendants_peak_total_rss_mib": round(self.peak_total_mib, 1)}
+
+
+def job_spec(p: BenchParams, corpus: str, sink: str):
+    """The job spec of a bench run: same model, prompt and fixed-length sampling as the peers."""
+    from schemas.spec import JobSpec
+
+    return JobSpec.model_validate({
+        "name": "bench",
+        "source": {"uri": corpus},
+        "model": {"family": p.family, "model_id": p.resolved_model(),
+                  "engine": {"kind": p.engine, "dtype": p.dtype, "max_model_len": p.max_model_len,
+                             "max_num_seqs": p.max_num_seqs, "load_format": p.load_format}},
+        "sampling": {"max_tokens": p.max_tokens, "min_tokens": p.max_tokens, "ignore_eos": True},
+        "caption": {"prompt": p.prompt},
+        "sink": {"uri": sink, "rows_per_file": 4096},
+        "resources": {"num_engines": 1, "gpus_per_engine": p.gpus_per_engine, "batch_size": p.batch_size,
+                      "batches_in_flight": p.batches_in_flight, "cpu_batch_size": p.cpu_batch_size},
+        "run": {"num_cpus": p.num_cpus, "progress_bars": False},
+    })
+
+
+def vlmbatch_side(p: BenchParams) -> dict:
+    """Run the pipeline once; wall time from before Ray start to the committed manifest.
+
+    The only difference from ``vlmbatch run``: the caption operator's actor class is swapped for
+    :class:`TimedCaptionActor` (same code plus time stamps), so the engine's start can be told
+    apart from its steady state.
+    """
+    import ray
+
+    import operators.caption
+    from pipeline.commit import read_committed
+    from pipeline.runner import init_ray, run_job
+    from schemas import columns as C
+
+    corpus = make_corpus(p.num_images, p.image_side)
+    sink = tempfile.mkdtemp(prefix="vlmbatch-bench-sink-")
+    spec = job_spec(p, str(corpus), sink)
+    stamps = os.path.join(sink, "stamps.jsonl")
+    os.environ[STAMPS_ENV] = stamps  # before Ray starts, so its workers inherit it
+    operators.caption.CaptionActor = TimedCaptionActor  # CaptionOperator.apply looks the class up here
+    load_before = loadavg()
+    try:
+        with MemorySampler() as mem:
+            t0 = time.perf_counter()
+            init_ray(spec.run)
+            t_ray = time.perf_counter() - t0
+            manifest = run_job(spec, run_id="bench-run")
+            wall = time.perf_counter() - t0
+        table = read_committed(f"{sink}/bench-run")
+        statuses = table.column(C.STATUS).to_pylist()
+        tokens = table.column(C.NUM_GENERATED_TOKENS).to_pylist()
+        prompt_tokens = table.column(C.NUM_PROMPT_TOKENS).to_pylist()
+        rates = steady_rates(read_stamps(stamps), len(statuses))
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        shutil.rmtree(sink, ignore_errors=True)
+    ok = sum(s == "ok" for s in statuses)
+    return {
+        "side": "vlmbatch", "images": len(statuses), "ok": ok, "wall_s": round(wall, 3),
+        "ray_init_s": round(t_ray, 3), "images_per_s": round(ok / wall, 4), **rates,
+        "generated_tokens": sum(t or 0 for t in tokens), "prompt_tokens_per_image": _mean(prompt_tokens),
+        "manifest_wall_s": manifest.summary.wall_s, "driver_peak_rss_mib": peak_rss_mib(), **mem.summary(),
+        "load_before": load_before, "load_after": loadavg(),
+    }
+
+
+def _mean(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(sum(vals) / len(vals), 1) if vals else None

@@ -1,0 +1,57 @@
+"""Run benchmarks and write ``bench/results/<name>-<date>.json`` (machine, versions, runs, medians, ratios).
+
+Usage::
+
+    python -m bench.run                                  # all comparisons, 3 runs each, tiny InternVL
+    python -m bench.run overhead vs_ray_llm --runs 5
+    python -m bench.run overhead --num-images 8 --runs 1 --results-dir /tmp/r   # a smoke run
+    # GPU machine, full-size shapes with random weights (no download of weights needed, config only):
+    python -m bench.run overhead vs_ray_llm vs_transformers --model-id OpenGVLab/InternVL3-8B-hf \
+        --load-format dummy --dtype bfloat16 --gpus-per-engine 1 --max-num-seqs 64 --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from bench.common import RESULTS, BenchParams, loadavg, write_result
+
+NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", choices=[*NAMES, []], help="comparisons to run (default: all)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per side; medians are reported")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--extra", type=json.loads, default={},
+                        help='JSON of per-bench knobs: {"growth_base": 8, "growth_scales": [1, 4, 16], '
+                             '"preprocess_images": 128}')
+    defaults = BenchParams()
+    for name in ("family", "model_id", "load_format", "dtype", "num_images", "image_side", "max_tokens",
+                 "max_model_len", "max_num_seqs", "batch_size", "batches_in_flight", "cpu_batch_size",
+                 "num_cpus", "gpus_per_engine", "engine"):
+        value = getattr(defaults, name)
+        kind = type(value) if value is not None else str
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, dest=name)
+    args = parser.parse_args(argv)
+    fields = {k: v for k, v in vars(args).items() if k in BenchParams.__dataclass_fields__}
+    params = BenchParams(**fields)
+    for name in args.names or NAMES:
+        module = importlib.import_module(f"bench.{name}")
+        start_load, t0 = loadavg(), time.perf_counter()
+        payload = module.compare(params, args.runs)
+        payload.update(runs_per_side=args.runs, bench_wall_s=round(time.perf_counter() - t0, 1),
+                       load_start=start_load, load_end=loadavg())
+        path = write_result(name, payload, args.results_dir)
+        print(json.dumps({"name": name, "ratios": payload.get("ratios"), "result": str(path)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Bench plumbing: parameters from the command line, stamp arithmetic, result files, preprocessing sides.
+
+No timings are asserted: what a user checks of a bench is that it ran the same work on both
+sides and wrote a result file they can read.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import run as bench_run
+from bench.common import BenchParams, corpus_files, make_corpus, write_result
+from bench.pipeline_side import job_spec, steady_rates
+
+
+def test_cli_params_reach_both_sides(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_compare(params, runs):
+        seen.update(params=params, runs=runs)
+        return {"ratios": {"steady": 1.0}, "medians": {}}
+
+    import bench.overhead
+
+    monkeypatch.setattr(bench.overhead, "compare", fake_compare)
+    rc = bench_run.main(["overhead", "--runs", "2", "--num-images", "5", "--max-tokens", "7", "--load-format",
+                         "dummy", "--results-dir", str(tmp_path), "--extra", '{"growth_base": 3}'])
+    assert rc == 0
+    p = seen["params"]
+    assert (seen["runs"], p.num_images, p.max_tokens, p.load_format, p.extra) == (2, 5, 7, "dummy", {"growth_base": 3})
+    [path] = tmp_path.glob("overhead-*.json")
+    body = json.loads(path.read_text())
+    assert body["name"] == "overhead" and body["runs_per_side"] == 2
+    assert body["ratios"] == {"steady": 1.0}
+    assert body["machine"]["cpus"] >= 1 and "ray" in body["machine"]["versions"]
+    assert len(body["load_start"]) == 3
+
+
+def test_unknown_bench_is_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        bench_run.main(["no_such_bench", "--results-dir", str(tmp_path)])
+
+
+def test_spec_fixes_the_generation_length():
+    spec = job_spec(BenchParams(max_tokens=9, model_id="/models/x"), "/corpus", "/sink")
+    assert spec.sampling.max_tokens == spec.sampling.min_tokens == 9
+    assert spec.sampling.ignore_eos and spec.sampling.temperature == 0
+    assert spec.model.model_id == "/models/x"
+
+
+def test_steady_rates_from_stamps():
+    stamps = [{"event": "engine_ready", "t": 100.0, "rows": 0}]
+    stamps += [{"event": "batch_done", "t": 100.0 + k, "rows": 10} for k in (2, 4, 6)]
+    rates = steady_rates(stamps, images=30)
+    assert rates["steady_s"] == 6.0 and rates["steady_images_per_s"] == 5.0
+    # first batch not counted: 20 rows between t=102 and t=106
+    assert rates["span_images_per_s"] == 5.0
+    assert steady_rates([], images=30) == {}
+
+
+def test_write_result_is_named_by_bench_and_date(tmp_path):
+    path = write_result("growth", {"ratios": {"x": 1}}, tmp_path)
+    assert path.name.startswith("growth-") and path.suffix == ".json"
+    assert json.loads(path.read_text())["ratios"] == {"x": 1}
+
+
+def test_preprocess_sides_decode_every_image(monkeypatch, tmp_path):
+    from bench import common
+    from bench.preprocess import _pillow_chunk, _vlmbatch_chunk
+
+    monkeypatch.setattr(common, "CACHE", tmp_path)
+    root = make_corpus(5, 64)
+    paths = [str(p) for p in corpus_files(root)]
+    assert len(paths) == 5
+    assert _vlmbatch_chunk((str(root), paths, 1024)) == 5
+    assert _pillow_chunk((str(root), paths, 1024)) == 5
