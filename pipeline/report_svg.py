@@ -24,7 +24,7 @@ def _nice_max(value: float) -> float:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 10 or v == int(v) else f"{v:.2g}"
+    return f"{v:.0f}" if v == int(v) or abs(v) >= 100 else f"{v:.3g}"
 
 
 def _frame(kind: str, title: str, ymax: float, xlabel: str, ylabel: str, n: int) -> list[str]:
