@@ -106,10 +106,12 @@ class PostCheckOperator(Operator):
 
     name = "postcheck"
 
-    def __init__(self, config: PostCheckConfig, text_column: str = C.CAPTION, batch_size: int = 256,
+    def __init__(self, config: PostCheckConfig, text_column: str = C.CAPTION, batch_size: int | None = None,
                  resources: Resources = Resources(num_cpus=0.25)):
         self.config = config
         self.text_column = text_column
+        # None: one block per batch. A larger batch would gather the engine's output blocks
+        # into one, and nothing could be written (or survive a crash) until they all arrived.
         self.batch_size = batch_size
         self.resources = resources
 

@@ -47,4 +47,6 @@ class SkipDoneOperator(Operator):
         import ray
 
         ref = ray.put(pa.array(self.done_ids, pa.string()))
-        return ds.map_batches(SkipIds(ref), batch_format="pyarrow", zero_copy_batch=True, num_cpus=0.25)
+        # batch_size=None keeps block boundaries: one block in, one (smaller) block out.
+        return ds.map_batches(SkipIds(ref), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
+                              num_cpus=0.25)

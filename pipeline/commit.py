@@ -136,10 +136,17 @@ class ParquetCommitSink:
         shards = None
         self.observer.start(rows_in, len(earlier.ids))
         if rows_in is None or len(earlier.ids) < rows_in:
+            import ray.data
+
             ds = pipeline.plan(self.requires(), skip_ids=list(self.skip_ids) + earlier.ids)
+            # The writers are a standing actor pool: as tasks they waited behind every upstream
+            # task for a CPU and wrote nothing until captioning had finished, so a crash lost
+            # all of a run's work and finished rows piled up in the object store.
             shards = ds.map_batches(
-                ShardWriter(self.run_root, storage, self.config.compression, self.schema),
-                batch_size=self.config.rows_per_file, batch_format="pyarrow", num_cpus=0.25,
+                ShardWriter,
+                fn_constructor_args=(self.run_root, storage, self.config.compression, self.schema),
+                batch_size=self.config.rows_per_file, batch_format="pyarrow", num_cpus=0,
+                compute=ray.data.ActorPoolStrategy(size=1),
             )
             for meta in shards.iter_rows():
                 if meta["path"] in files:

@@ -1,9 +1,9 @@
 """A lock that works on object storage: conditional create of one small object.
 
 S3 (and SeaweedFS) honour ``If-None-Match: *`` on PUT: of two clients creating the same key,
-exactly one succeeds and the other gets 412 Precondition Failed. Local paths use
-``O_CREAT | O_EXCL``. The lock object records its owner and an expiry, so a lock left by a
-run that died is recognisable and may be broken after its TTL.
+exactly one succeeds and the other gets 412 Precondition Failed. Local paths use ``link()``
+of a fully written file. The lock object records its owner and an expiry, so a lock left by
+a run that died is recognisable and may be broken after its TTL.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 
 from operators.storage import filesystem, split_uri
@@ -29,24 +30,39 @@ class LockHeld(RuntimeError):
         )
 
 
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is S3's 412 / 409 answer to a conditional create."""
+    while exc is not None:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or "pre-conditions you specified" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _create_exclusive(uri: str, body: bytes, storage: StorageConfig) -> bool:
     """Create ``uri`` only if it does not exist; True if this call created it."""
     protocol, path = split_uri(uri)
     fs, _ = filesystem(uri, storage)
     if protocol == "file":
+        # Write the whole body aside, then link it into place: link() fails if the name exists,
+        # and a reader never sees a lock file without its owner in it.
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(body)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
+        finally:
+            os.unlink(tmp)
         return True
     bucket, _, key = path.partition("/")
     try:
         fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
     except Exception as exc:  # noqa: BLE001 - s3fs wraps botocore's ClientError in OSError
-        if "PreconditionFailed" in str(exc) or "412" in str(exc) or "ConditionalRequestConflict" in str(exc):
+        if _precondition_failed(exc):
             return False
         raise
     return True
