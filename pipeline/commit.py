@@ -139,9 +139,9 @@ class ParquetCommitSink:
             import ray.data
 
             ds = pipeline.plan(self.requires(), skip_ids=list(self.skip_ids) + earlier.ids)
-            # The writers are a standing actor pool: as tasks they waited behind every upstream
-            # task for a CPU and wrote nothing until captioning had finished, so a crash lost
-            # all of a run's work and finished rows piled up in the object store.
+            # A standing writer that reserves no CPU never queues behind fetch and decode tasks:
+            # shards land as soon as their rows are captioned, so a crash loses little and
+            # finished rows do not pile up in the object store.
             shards = ds.map_batches(
                 ShardWriter,
                 fn_constructor_args=(self.run_root, storage, self.config.compression, self.schema),
