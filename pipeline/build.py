@@ -9,6 +9,7 @@ from operators.caption import CaptionOperator
 from operators.decode import DecodeOperator
 from operators.fetch import FetchOperator
 from operators.postcheck import PostCheckOperator
+from operators.prepare import PrepareOperator
 from operators.sources.prefix import PrefixSource
 from operators.vlm.registry import get_family
 from pipeline.commit import ParquetCommitSink
@@ -48,8 +49,11 @@ def caption_pipeline(spec: JobSpec, run_id: str) -> Pipeline:
         Pipeline.read(PrefixSource(spec.source, rows_per_block=r.cpu_batch_size))
         .then(FetchOperator(spec.source, spec.decode, batch_size=r.cpu_batch_size))
         .then(DecodeOperator(spec.decode, max_side=family.preprocess.max_side, batch_size=r.cpu_batch_size))
-        .then(CaptionOperator(spec.model, spec.sampling, spec.caption, r, provenance_for(spec, run_id)))
     )
+    if family.cpu_prepare is not None:
+        # Family layout work (e.g. 4KHD tiling) stays on CPU tasks, off the engine actors.
+        pipe = pipe.then(PrepareOperator(family.cpu_prepare(spec.model.model_id), batch_size=r.cpu_batch_size))
+    pipe = pipe.then(CaptionOperator(spec.model, spec.sampling, spec.caption, r, provenance_for(spec, run_id)))
     if spec.postcheck is not None:
         pipe = pipe.then(PostCheckOperator(spec.postcheck))
     return pipe

@@ -43,6 +43,11 @@ class ModelFamily:
         preprocess: CPU-side image preparation.
         make_tiny: ``make_tiny(directory)`` writes a deterministic tiny random-weight checkpoint.
         system_block: format string for the system part; '' when the family has no system turn.
+        image_separator: text after each image placeholder, before the instruction.
+        cpu_prepare: ``cpu_prepare(model_id)`` returns a function ``PIL image -> PIL image`` that the
+            pipeline's CPU stage applies before the engine (e.g. 4KHD tiling layout); None for none.
+        reference_loader: ``reference_loader(model_config)`` returns (processor, model) for the
+            transformers engine when transformers has no class for the family; None for Auto classes.
     """
 
     name: str
@@ -55,12 +60,15 @@ class ModelFamily:
     make_tiny: Callable[[Path], None]
     preprocess: ImagePreprocess = field(default_factory=ImagePreprocess)
     system_block: str = ""
+    image_separator: str = "\n"
+    cpu_prepare: Callable[[str], Callable] | None = None
+    reference_loader: Callable | None = None
 
     def build_prompt(self, instruction: str, system_prompt: str | None = None, num_images: int = 1) -> str:
         """Full prompt text for one request: chat markers, image placeholders, instruction."""
         system = self.default_system_prompt if system_prompt is None else system_prompt
         system_text = self.system_block.format(system=system) if system and self.system_block else ""
-        images = "".join(f"{self.image_placeholder}\n" for _ in range(num_images))
+        images = "".join(f"{self.image_placeholder}{self.image_separator}" for _ in range(num_images))
         return self.prompt_template.format(system=system_text, user=images + instruction)
 
 
@@ -77,7 +85,7 @@ def register(family: ModelFamily) -> ModelFamily:
 
 def _load_builtin() -> None:
     # Imported for their register() side effect; kept lazy so schemas-only users stay light.
-    from operators.vlm.families import internvl, llava  # noqa: F401
+    from operators.vlm.families import internvl, llava, xcomposer2  # noqa: F401
 
 
 def get_family(name: str) -> ModelFamily:

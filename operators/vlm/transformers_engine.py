@@ -28,10 +28,15 @@ class TransformersEngine:
 
         self.name = f"transformers-{transformers.__version__}"
         kwargs = dict(revision=model.revision, trust_remote_code=model.trust_remote_code)
-        self._processor = AutoProcessor.from_pretrained(model.model_id, **kwargs)
-        self._model = AutoModelForImageTextToText.from_pretrained(
-            model.model_id, dtype=_DTYPES.get(model.engine.dtype, "auto"), **kwargs
-        ).eval()
+        if family.reference_loader is not None:
+            # Families transformers has no class for bring their own PyTorch reference.
+            self._processor, self._model = family.reference_loader(model)
+            self._model.eval()
+        else:
+            self._processor = AutoProcessor.from_pretrained(model.model_id, **kwargs)
+            self._model = AutoModelForImageTextToText.from_pretrained(
+                model.model_id, dtype=_DTYPES.get(model.engine.dtype, "auto"), **kwargs
+            ).eval()
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model.to(self._device)
         self._sampling = sampling

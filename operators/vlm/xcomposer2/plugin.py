@@ -1,0 +1,20 @@
+"""vLLM general plugin: registers the XComposer2 config class and model with vLLM.
+
+Called by vLLM in every process it starts (``vllm.general_plugins`` entry point in
+pyproject.toml), so installing vlmbatch is enough: no patch to vLLM, no remote code.
+"""
+
+from __future__ import annotations
+
+from operators.vlm.xcomposer2.config import ARCHITECTURE, register_config
+
+MODEL_CLASS = "operators.vlm.xcomposer2.vllm_model:InternLMXComposer2ForCausalLM"
+
+
+def register() -> None:
+    """Register ``InternLMXComposer2ForCausalLM`` (lazily, by import path) and its config; idempotent."""
+    register_config()
+    from vllm import ModelRegistry
+
+    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
+        ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)

@@ -1,0 +1,116 @@
+"""vLLM multimodal processing for InternLM-XComposer2: image -> pixels, ``<ImageHere>`` -> N tokens.
+
+Runs in vLLM's input processing (CPU, the engine's front end), never on the accelerator. Each
+``<ImageHere>`` token of the prompt becomes as many copies of itself as the image has
+embeddings; the model scatters the image embeddings there and sets its Partial-LoRA mask on
+exactly those positions (vLLM's ``is_multimodal``).
+
+Number of tokens per image: VL ``(image_size / patch)^2`` (1225 at 490); 4KHD
+``(h*w + 1) * s^2 + 1 + (h + 1) * s`` with ``s = crop / patch / 2`` (see ``hd.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from transformers import BatchFeature
+from vllm.multimodal.inputs import MultiModalFieldConfig
+from vllm.multimodal.parse import ImageProcessorItems
+from vllm.multimodal.processing import (
+    BaseDummyInputsBuilder,
+    BaseMultiModalProcessor,
+    BaseProcessingInfo,
+    PromptReplacement,
+)
+
+from operators.vlm.xcomposer2.config import IMAGE_TOKEN, InternLMXComposer2Config
+from operators.vlm.xcomposer2.hd import hd_num_tokens, hd_size, normalize, prepare_4khd, prepare_vl
+
+
+class XComposer2ProcessingInfo(BaseProcessingInfo):
+    """Sizes and token counts, from the checkpoint's config."""
+
+    def get_hf_config(self) -> InternLMXComposer2Config:
+        return self.ctx.get_hf_config(InternLMXComposer2Config)
+
+    def variant(self) -> str:
+        return self.get_hf_config().variant(self.ctx.model_config.model)
+
+    def clip(self) -> dict:
+        return self.get_hf_config().clip_config(self.variant())
+
+    def get_supported_mm_limits(self) -> Mapping[str, int | None]:
+        return {"image": None}
+
+    def image_token_id(self) -> int:
+        tok = self.get_tokenizer()
+        tid = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+        if not isinstance(tid, int) or tid == getattr(tok, "unk_token_id", None):
+            raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token")
+        return tid
+
+    def prepare(self, image):
+        """The image the vision tower sees (VL resize or 4KHD layout); a no-op on prepared images."""
+        from PIL import Image
+
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(image if not isinstance(image, torch.Tensor) else image.numpy())
+        c = self.clip()
+        if self.variant() == "vl":
+            return prepare_vl(image, int(c["image_size"]))
+        return prepare_4khd(image, self.get_hf_config().effective_hd_num(), int(c["image_size"]))
+
+    def num_image_tokens(self, width: int, height: int) -> int:
+        c = self.clip()
+        side = int(c["image_size"]) // int(c["patch_size"])
+        if self.variant() == "vl":
+            return side * side
+        crop = int(c["image_size"])
+        w, h = hd_size(width, height, self.get_hf_config().effective_hd_num(), crop)
+        return hd_num_tokens(w, h, crop, side // 2)
+
+    def largest_image(self) -> tuple[int, int]:
+        """(width, height) of an image with the most tokens: one column of ``hd_num`` crops for 4KHD."""
+        crop = int(self.clip()["image_size"])
+        if self.variant() == "vl":
+            return crop, crop
+        return crop, crop * self.get_hf_config().effective_hd_num()
+
+    def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
+        return {"image": self.num_image_tokens(*self.largest_image())}
+
+
+class XComposer2DummyInputsBuilder(BaseDummyInputsBuilder[XComposer2ProcessingInfo]):
+    def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
+        return IMAGE_TOKEN * mm_counts.get("image", 0)
+
+    def get_dummy_mm_data(self, seq_len: int, mm_counts: Mapping[str, int], mm_options=None):
+        width, height = self.info.largest_image()
+        overrides = (mm_options or {}).get("image")
+        return {"image": self._get_dummy_images(width=width, height=height, num_images=mm_counts.get("image", 0),
+                                                overrides=overrides)}
+
+
+class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2ProcessingInfo]):
+    """No Hugging Face processor exists for this family: pixels are made here."""
+
+    def _apply_hf_processor_main(self, mm_items, hf_processor_mm_kwargs) -> BatchFeature:
+        n = mm_items.get_all_counts().get("image", 0)
+        if not n:
+            return BatchFeature({})
+        images = mm_items.get_items("image", ImageProcessorItems)
+        pixels = [torch.from_numpy(normalize(self.info.prepare(images.get(i)))) for i in range(n)]
+        return BatchFeature({"pixel_values": pixels})
+
+    def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs) -> Mapping[str, MultiModalFieldConfig]:
+        return dict(pixel_values=MultiModalFieldConfig.batched("image"))
+
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs) -> Sequence[PromptReplacement]:
+        token = self.info.image_token_id()
+
+        def replacement(item_idx: int) -> list[int]:
+            size = mm_items.get_items("image", ImageProcessorItems).get_image_size(item_idx)
+            return [token] * self.info.num_image_tokens(size.width, size.height)
+
+        return [PromptReplacement(modality="image", target=[token], replacement=replacement)]

@@ -1,0 +1,353 @@
+"""InternLM-XComposer2 as a vLLM model: CLIP tower, ``vision_proj``, InternLM2 with Partial LoRA.
+
+Registered by ``plugin.register`` as ``InternLMXComposer2ForCausalLM``. Parameter names are the
+published checkpoint names, so weights load unchanged; the CLIP tower's q/k/v are fused by
+vLLM's own CLIP loader.
+
+The image mask. vLLM calls ``embed_input_ids(input_ids, mm_embeds, is_multimodal=...)`` once per
+step for the tokens scheduled in that step, in the same order as ``forward`` then sees them;
+``is_multimodal`` marks the positions that receive image embeddings, per sequence and per
+chunk (chunked prefill splits an image's run of positions across steps and the mask follows).
+That mask, times ``lora_alpha / lora_r``, is kept in a persistent buffer that ``forward`` reads:
+the low-rank update is computed for every token and multiplied by it, which keeps shapes static
+(CUDA-graph safe) at the cost of one rank-r product per layer.
+
+Tensor parallelism follows vLLM's InternLM2: ``wqkv`` / ``w1`` / ``w3`` column-parallel (their
+``Plora_B`` split the same way, ``Plora_A`` replicated), ``wo`` / ``w2`` row-parallel (``Plora_A``
+split on its input, ``Plora_B`` replicated) with one all-reduce of the sum. Pipeline
+parallelism is not offered: the mask would have to travel between stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vllm.config import VllmConfig
+from vllm.distributed import (
+    get_tensor_model_parallel_rank,
+    get_tensor_model_parallel_world_size,
+    tensor_model_parallel_all_gather,
+    tensor_model_parallel_all_reduce,
+)
+from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.layers.linear import (
+    ColumnParallelLinear,
+    QKVParallelLinear,
+    ReplicatedLinear,
+    RowParallelLinear,
+)
+from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.rotary_embedding import get_rope
+from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from vllm.model_executor.models.clip import CLIPVisionModel
+from vllm.model_executor.models.interfaces import SupportsMultiModal
+from vllm.model_executor.models.utils import AutoWeightsLoader, maybe_prefix
+from vllm.multimodal import MULTIMODAL_REGISTRY
+
+from operators.vlm.xcomposer2.config import IMAGE_TOKEN, InternLMXComposer2Config
+from operators.vlm.xcomposer2.processing import (
+    XComposer2DummyInputsBuilder,
+    XComposer2MultiModalProcessor,
+    XComposer2ProcessingInfo,
+)
+
+try:  # vLLM >= 0.2x moved the attention layer
+    from vllm.model_executor.layers.attention import Attention
+except ImportError:  # pragma: no cover - older vLLM
+    from vllm.attention import Attention
+
+
+def _rope(head_dim: int, max_position: int, params: dict):
+    try:
+        return get_rope(head_dim, max_position=max_position, rope_parameters=params)
+    except TypeError:  # pragma: no cover - vLLM before rope_parameters
+        scaling = None if params.get("rope_type", "default") == "default" else params
+        return get_rope(head_dim, rotary_dim=head_dim, max_position=max_position,
+                        base=params["rope_theta"], rope_scaling=scaling)
+
+
+class _OwnLoader:
+    """Load this layer's weight and its ``Plora_A`` / ``Plora_B`` each with their own loader.
+
+    (vLLM's fused QKV layer has a ``load_weights`` that would pass a shard id to every child.)
+    """
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+
+        params = dict(self.named_parameters())
+        loaded = set()
+        for name, tensor in weights:
+            param = params[name]
+            getattr(param, "weight_loader", default_weight_loader)(param, tensor)
+            loaded.add(name)
+        return loaded
+
+
+class PLoRAQKV(_OwnLoader, QKVParallelLinear):
+    """``wqkv`` plus ``Plora_A`` (replicated) and ``Plora_B`` (split exactly like ``wqkv``)."""
+
+    def __init__(self, hidden: int, head_dim: int, heads: int, kv_heads: int, r: int, prefix: str):
+        super().__init__(hidden, head_dim, heads, kv_heads, bias=False, prefix=prefix)
+        self.Plora_A = ReplicatedLinear(hidden, r, bias=False, prefix=f"{prefix}.Plora_A")
+        self.Plora_B = QKVParallelLinear(r, head_dim, heads, kv_heads, bias=False, prefix=f"{prefix}.Plora_B")
+
+    def plora(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out, _ = self(x)
+        low, _ = self.Plora_A(x)
+        delta, _ = self.Plora_B(low)
+        return out + delta * mask
+
+
+class PLoRAColumn(_OwnLoader, ColumnParallelLinear):
+    """Column-parallel linear (``w1``, ``w3``) with a Partial-LoRA update."""
+
+    def __init__(self, in_features: int, out_features: int, r: int, prefix: str):
+        super().__init__(in_features, out_features, bias=False, prefix=prefix)
+        self.Plora_A = ReplicatedLinear(in_features, r, bias=False, prefix=f"{prefix}.Plora_A")
+        self.Plora_B = ColumnParallelLinear(r, out_features, bias=False, prefix=f"{prefix}.Plora_B")
+
+    def plora(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out, _ = self(x)
+        low, _ = self.Plora_A(x)
+        delta, _ = self.Plora_B(low)
+        return out + delta * mask
+
+
+class PLoRARow(_OwnLoader, RowParallelLinear):
+    """Row-parallel linear (``wo``, ``w2``) with a Partial-LoRA update; one all-reduce for both."""
+
+    def __init__(self, in_features: int, out_features: int, r: int, prefix: str):
+        super().__init__(in_features, out_features, bias=False, reduce_results=False, prefix=prefix)
+        self.Plora_A = RowParallelLinear(in_features, r, bias=False, reduce_results=False, prefix=f"{prefix}.Plora_A")
+        self.Plora_B = ReplicatedLinear(r, out_features, bias=False, prefix=f"{prefix}.Plora_B")
+
+    def plora(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out, _ = self(x)
+        low, _ = self.Plora_A(x)
+        delta, _ = self.Plora_B(low)  # B(sum of partial A x) == sum of B(partial A x)
+        out = out + delta * mask
+        if self.tp_size > 1:
+            out = tensor_model_parallel_all_reduce(out)
+        return out
+
+
+class XComposer2Attention(nn.Module):
+    def __init__(self, config: InternLMXComposer2Config, cache_config, prefix: str):
+        super().__init__()
+        self.tp_size = get_tensor_model_parallel_world_size()
+        self.tp_rank = get_tensor_model_parallel_rank()
+        self.total_heads, self.total_kv = config.num_attention_heads, config.num_key_value_heads
+        self.heads = self.total_heads // self.tp_size
+        self.kv_heads = max(1, self.total_kv // self.tp_size)
+        self.head_dim = config.head_dim
+        r = config.lora_r
+        self.wqkv = PLoRAQKV(config.hidden_size, self.head_dim, self.total_heads, self.total_kv, r,
+                             prefix=f"{prefix}.wqkv")
+        self.wo = PLoRARow(self.total_heads * self.head_dim, config.hidden_size, r, prefix=f"{prefix}.wo")
+        self.rotary_emb = _rope(self.head_dim, config.max_position_embeddings, config.rope_parameters)
+        self.attn = Attention(self.heads, self.head_dim, self.head_dim**-0.5, num_kv_heads=self.kv_heads,
+                              cache_config=cache_config, prefix=f"{prefix}.attn")
+
+    def _split(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # The checkpoint's rows are grouped per KV head as [q_0..q_{g-1}, k, v]; vLLM's loader
+        # hands each rank contiguous slices of that row order, so gather and restore it first.
+        t, d = qkv.shape[0], self.head_dim
+        if self.tp_size > 1:
+            q_part, kv_part = self.heads * d, self.kv_heads * d
+            gathered = tensor_model_parallel_all_gather(qkv).view(t, self.tp_size, q_part + 2 * kv_part)
+            qkv = torch.cat([gathered[..., :q_part].reshape(t, -1),
+                             gathered[..., q_part:q_part + kv_part].reshape(t, -1),
+                             gathered[..., q_part + kv_part:].reshape(t, -1)], dim=-1)
+        g = self.total_heads // self.total_kv
+        grouped = qkv.view(t, self.total_kv, g + 2, d)
+        q = grouped[:, :, :g].reshape(t, self.total_heads * d)
+        k = grouped[:, :, g].reshape(t, self.total_kv * d)
+        v = grouped[:, :, g + 1].reshape(t, self.total_kv * d)
+        if self.tp_size > 1:
+            q = q.chunk(self.tp_size, dim=-1)[self.tp_rank]
+            k = k.chunk(self.tp_size, dim=-1)[self.tp_rank]
+            v = v.chunk(self.tp_size, dim=-1)[self.tp_rank]
+        return q.contiguous(), k.contiguous(), v.contiguous()
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.wqkv.plora(x, mask))
+        q, k = self.rotary_emb(positions, q, k)
+        return self.wo.plora(self.attn(q, k, v), mask)
+
+
+class XComposer2MLP(nn.Module):
+    def __init__(self, config: InternLMXComposer2Config, prefix: str):
+        super().__init__()
+        r = config.lora_r
+        self.w1 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, prefix=f"{prefix}.w1")
+        self.w3 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, prefix=f"{prefix}.w3")
+        self.w2 = PLoRARow(config.intermediate_size, config.hidden_size, r, prefix=f"{prefix}.w2")
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.w2.plora(F.silu(self.w1.plora(x, mask)) * self.w3.plora(x, mask), mask)
+
+
+class XComposer2DecoderLayer(nn.Module):
+    def __init__(self, config: InternLMXComposer2Config, cache_config, prefix: str):
+        super().__init__()
+        self.attention = XComposer2Attention(config, cache_config, prefix=f"{prefix}.attention")
+        self.feed_forward = XComposer2MLP(config, prefix=f"{prefix}.feed_forward")
+        self.attention_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.ffn_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(self, positions, hidden, residual, mask):
+        if residual is None:
+            residual = hidden
+            hidden = self.attention_norm(hidden)
+        else:
+            hidden, residual = self.attention_norm(hidden, residual)
+        hidden = self.attention(positions, hidden, mask)
+        hidden, residual = self.ffn_norm(hidden, residual)
+        return self.feed_forward(hidden, mask), residual
+
+
+class XComposer2Model(nn.Module):
+    """``model.*`` of the checkpoint: embeddings, decoder layers, final norm."""
+
+    def __init__(self, config: InternLMXComposer2Config, cache_config, prefix: str):
+        super().__init__()
+        self.tok_embeddings = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            XComposer2DecoderLayer(config, cache_config, prefix=f"{prefix}.layers.{i}")
+            for i in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.tok_embeddings(input_ids)
+
+    def forward(self, positions, hidden, mask):
+        residual = None
+        for layer in self.layers:
+            hidden, residual = layer(positions, hidden, residual, mask)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    XComposer2MultiModalProcessor, info=XComposer2ProcessingInfo, dummy_inputs=XComposer2DummyInputsBuilder
+)
+class InternLMXComposer2ForCausalLM(nn.Module, SupportsMultiModal):
+    """InternLM-XComposer2 VL / 4KHD for vLLM (variant from the config or the checkpoint's weights)."""
+
+    @classmethod
+    def get_placeholder_str(cls, modality: str, i: int) -> str | None:
+        if modality.startswith("image"):
+            return IMAGE_TOKEN
+        raise ValueError("only images are supported")
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__()
+        from transformers import CLIPVisionConfig
+
+        config: InternLMXComposer2Config = vllm_config.model_config.hf_config
+        self.config = config
+        self.variant = config.variant(vllm_config.model_config.model)
+        clip = config.clip_config(self.variant)
+        self.image_size, self.patch = int(clip["image_size"]), int(clip["patch_size"])
+        width = int(clip["hidden_size"]) * (4 if self.variant == "4khd" else 1)
+        mark_tower = getattr(self, "_mark_tower_model", None)
+        mark_lm = getattr(self, "_mark_language_model", None)
+        with mark_tower(vllm_config, "image") if mark_tower else nullcontext():
+            self.vit = nn.Module()
+            self.vit.vision_tower = CLIPVisionModel(CLIPVisionConfig(**clip), require_post_norm=False,
+                                                    prefix=maybe_prefix(prefix, "vit.vision_tower"))
+            self.vision_proj = nn.Sequential(nn.Linear(width, config.hidden_size), nn.GELU(),
+                                             nn.Linear(config.hidden_size, config.hidden_size))
+            if self.variant == "4khd":
+                self.plora_glb_GN = nn.Parameter(torch.zeros(1, 1, width))
+                self.plora_sub_GN = nn.Parameter(torch.zeros(1, 1, 1, width))
+        with mark_lm(vllm_config) if mark_lm else nullcontext():
+            self.model = XComposer2Model(config, vllm_config.cache_config, prefix=maybe_prefix(prefix, "model"))
+            self.output = ParallelLMHead(config.vocab_size, config.hidden_size, prefix=maybe_prefix(prefix, "output"))
+        self.logits_processor = LogitsProcessor(config.vocab_size)
+        self.scaling = config.lora_alpha / config.lora_r
+        tokens = max(int(vllm_config.scheduler_config.max_num_batched_tokens or 0), 8192)
+        self.register_buffer("_im_mask", torch.zeros(tokens, 1), persistent=False)
+
+    def get_language_model(self) -> nn.Module:
+        return self.model
+
+    # -- vision ---------------------------------------------------------------------------------
+    def _vit(self, pixels: torch.Tensor) -> torch.Tensor:
+        tower = self.vit.vision_tower
+        return tower(pixels.to(dtype=tower.dtype))[:, 1:]  # last layer, no CLS, no post-norm
+
+    def _encode_hd(self, image: torch.Tensor) -> torch.Tensor:
+        crop, side = self.image_size, self.image_size // self.patch
+        half = side // 2
+        rows, cols = image.shape[1] // crop, image.shape[2] // crop
+        glb = F.interpolate(image[None].float(), size=(crop, crop), mode="bicubic").to(image.dtype)
+        tiles = image.reshape(3, rows, crop, cols, crop).permute(1, 3, 0, 2, 4).reshape(rows * cols, 3, crop, crop)
+        feats = self._vit(torch.cat([glb, tiles]))
+        c = feats.shape[-1]
+        # 2x2 neighbouring patches become one token of 4x width.
+        merged = feats.reshape(-1, half, 2, half, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, half, half, 4 * c)
+        newline = self.plora_sub_GN.reshape(1, 1, 4 * c).to(merged.dtype)
+        glb_tokens = torch.cat([merged[0], newline.expand(half, 1, -1)], dim=1).reshape(-1, 4 * c)
+        sub = merged[1:].reshape(rows, cols, half, half, 4 * c).permute(0, 2, 1, 3, 4)
+        sub = sub.reshape(rows * half, cols * half, -1)
+        sub_tokens = torch.cat([sub, newline.expand(rows * half, 1, -1)], dim=1).reshape(-1, 4 * c)
+        sep = self.plora_glb_GN.reshape(1, 4 * c).to(merged.dtype)
+        return self.vision_proj(torch.cat([glb_tokens, sep, sub_tokens]))
+
+    def embed_multimodal(self, **kwargs: object) -> list[torch.Tensor]:
+        pixels = kwargs.get("pixel_values")
+        if pixels is None:
+            return []
+        images = list(pixels) if isinstance(pixels, (list, tuple)) else list(pixels.unbind(0))
+        dtype = self.vision_proj[0].weight.dtype
+        images = [im.to(dtype) for im in images]
+        if self.variant == "vl":
+            feats = self.vision_proj(self._vit(torch.stack(images)))
+            return list(feats.unbind(0))
+        return [self._encode_hd(im) for im in images]
+
+    # -- language model -------------------------------------------------------------------------
+    def embed_input_ids(self, input_ids: torch.Tensor, multimodal_embeddings=None, *,
+                        is_multimodal: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        n = input_ids.shape[0]
+        if n > self._im_mask.shape[0]:
+            self._im_mask = torch.zeros(n, 1, dtype=self._im_mask.dtype, device=self._im_mask.device)
+        self._im_mask.zero_()
+        if is_multimodal is not None:
+            is_mm = is_multimodal.to(self._im_mask.device)
+            self._im_mask[:n, 0] = is_mm.to(self._im_mask.dtype) * self.scaling
+            # Placeholder ids may lie outside the vocabulary; their rows are overwritten below.
+            input_ids = input_ids.masked_fill(is_mm, 0)
+        embeds = self.model.embed_input_ids(input_ids)
+        if multimodal_embeddings is not None and len(multimodal_embeddings) > 0 and is_multimodal is not None:
+            flat = torch.cat([e.reshape(-1, embeds.shape[-1]) for e in multimodal_embeddings]).to(embeds.dtype)
+            embeds = embeds.clone()
+            embeds[is_multimodal.to(embeds.device)] = flat
+        return embeds
+
+    def forward(self, input_ids: torch.Tensor | None, positions: torch.Tensor, intermediate_tensors=None,
+                inputs_embeds: torch.Tensor | None = None, **kwargs: object) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_input_ids(input_ids)
+        n = inputs_embeds.shape[0]
+        mask = self._im_mask[:n].to(inputs_embeds.dtype)
+        return self.model(positions, inputs_embeds, mask)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        return self.logits_processor(self.output, hidden_states)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        def published(ws):
+            for name, w in ws:
+                if name.endswith(("position_ids", "rotary_emb.inv_freq")):
+                    continue
+                yield name, w
+
+        return AutoWeightsLoader(self).load_weights(published(weights))

@@ -1,0 +1,167 @@
+"""InternLM-XComposer2 pieces that need no engine: config, 4KHD layout, tiny checkpoint layout, reference."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from operators.vlm.registry import get_family
+from operators.vlm.xcomposer2.hd import hd_num_tokens, hd_size, hd_transform, is_prepared, prepare_4khd
+
+# config.json of internlm/internlm-xcomposer2-vl-7b as published (remote-code pointers included).
+PUBLISHED_CONFIG = {
+    "architectures": ["InternLMXComposer2ForCausalLM"],
+    "auto_map": {"AutoConfig": "configuration_internlm_xcomposer2.InternLMXcomposer2Config",
+                 "AutoModel": "modeling_internlm_xcomposer2.InternLMXComposer2ForCausalLM",
+                 "AutoModelForCausalLM": "modeling_internlm_xcomposer2.InternLMXComposer2ForCausalLM"},
+    "bias": False, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 14336, "max_length": 4096, "max_position_embeddings": 32768,
+    "model_type": "internlmxcomposer2", "num_attention_heads": 32, "num_hidden_layers": 32,
+    "num_key_value_heads": 8, "pad_token_id": 2, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 1.0, "type": "dynamic"}, "rope_theta": 1000000, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.33.2", "use_cache": False, "vocab_size": 92544,
+}
+
+
+def test_published_config_loads_without_remote_code(tmp_path):
+    from transformers import AutoConfig
+
+    from operators.vlm.xcomposer2.config import register_config
+
+    register_config()
+    (tmp_path / "config.json").write_text(json.dumps(PUBLISHED_CONFIG))
+    config = AutoConfig.from_pretrained(str(tmp_path), trust_remote_code=False)
+    assert type(config).__name__ == "InternLMXComposer2Config"
+    assert (config.hidden_size, config.head_dim, config.num_key_value_heads) == (4096, 128, 8)
+    assert config.rope_parameters == {"rope_type": "default", "rope_theta": 1000000.0}
+    assert config.variant(str(tmp_path)) == "vl"
+    clip = config.clip_config("vl")
+    facts = (clip["image_size"], clip["patch_size"], clip["hidden_size"], clip["num_hidden_layers"])
+    assert facts == (490, 14, 1024, 24)
+    assert config.clip_config("4khd")["image_size"] == 336
+
+
+def test_variant_detected_from_the_weight_index(tmp_path):
+    from operators.vlm.xcomposer2.config import detect_variant
+
+    index = {"weight_map": {"plora_glb_GN": "a.bin", "plora_sub_GN": "a.bin", "output.weight": "b.bin"}}
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    assert detect_variant(tmp_path) == "4khd"
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"output.weight": "b"}}))
+    assert detect_variant(tmp_path) == "vl"
+
+
+@pytest.mark.parametrize("size", [(1000, 300), (300, 1000), (336, 336), (4000, 3000), (17, 900), (672, 336)])
+@pytest.mark.parametrize("hd_num", [1, 4, 9, 25])
+def test_hd_layout(size, hd_num):
+    from PIL import Image
+
+    out = prepare_4khd(Image.new("RGB", size, (10, 20, 30)), hd_num)
+    assert out.size == hd_size(*size, hd_num)
+    assert out.width % 336 == 0 and out.height % 336 == 0
+    assert (out.width // 336) * (out.height // 336) <= hd_num
+    assert is_prepared(*out.size, hd_num) and prepare_4khd(out, hd_num).size == out.size
+    # Orientation is kept: a portrait image stays portrait-or-square.
+    if size[1] > size[0]:
+        assert out.height >= out.width
+
+
+def test_hd_transform_pads_white_and_centres():
+    from PIL import Image
+
+    out = hd_transform(Image.new("RGB", (1000, 300), (0, 0, 0)), 4)
+    # 3 crops across (4 would need 2 rows: 8 > 4); 1008 / (1000 / 300) = 302 rows, padded to 336.
+    assert out.size == (1008, 336)
+    assert out.getpixel((10, 0)) == (255, 255, 255) and out.getpixel((10, 335)) == (255, 255, 255)
+    assert out.getpixel((10, 17)) == (0, 0, 0) and out.getpixel((10, 16)) == (255, 255, 255)
+    assert hd_num_tokens(1008, 336, 336, 12) == (3 + 1) * 144 + 1 + 2 * 12
+
+
+def test_family_prompt_matches_the_model_card():
+    fam = get_family("xcomposer2-vl")
+    prompt = fam.build_prompt("Describe.", "")
+    assert prompt == "[UNUSED_TOKEN_146]user\n<ImageHere>Describe.[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]assistant\n"
+    full = fam.build_prompt("Describe.")
+    assert full.startswith("[UNUSED_TOKEN_146]system\nYou are an AI assistant whose name is InternLM-XComposer")
+    assert fam.stop == ("[UNUSED_TOKEN_145]",)
+    assert get_family("xcomposer2-4khd").cpu_prepare is not None and fam.cpu_prepare is None
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from operators.vlm.tiny.xcomposer2 import make_tiny_xcomposer2
+
+    out = {}
+    for variant in ("vl", "4khd"):
+        d = tmp_path_factory.mktemp(f"xc2-{variant}")
+        make_tiny_xcomposer2(d, variant)
+        out[variant] = d
+    return out
+
+
+@pytest.mark.parametrize("variant", ["vl", "4khd"])
+def test_tiny_checkpoint_uses_the_published_layout(tiny, variant):
+    from safetensors import safe_open
+
+    with safe_open(str(tiny[variant] / "model.safetensors"), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    cfg = json.loads((tiny[variant] / "config.json").read_text())
+    h, kv, d = cfg["hidden_size"], cfg["num_key_value_heads"], cfg["hidden_size"] // cfg["num_attention_heads"]
+    r, inter = cfg["lora_r"], cfg["intermediate_size"]
+    qkv_rows = (cfg["num_attention_heads"] + 2 * kv) * d
+    expected = {
+        "model.tok_embeddings.weight": (cfg["vocab_size"], h),
+        "model.layers.0.attention.wqkv.weight": (qkv_rows, h),
+        "model.layers.0.attention.wqkv.Plora_A.weight": (r, h),
+        "model.layers.0.attention.wqkv.Plora_B.weight": (qkv_rows, r),
+        "model.layers.0.attention.wo.Plora_B.weight": (h, r),
+        "model.layers.0.feed_forward.w1.weight": (inter, h),
+        "model.layers.0.feed_forward.w2.Plora_A.weight": (r, inter),
+        "model.layers.0.feed_forward.w3.Plora_B.weight": (inter, r),
+        "model.layers.1.attention_norm.weight": (h,),
+        "model.layers.1.ffn_norm.weight": (h,),
+        "model.norm.weight": (h,),
+        "output.weight": (cfg["vocab_size"], h),
+        "vit.vision_tower.vision_model.embeddings.class_embedding": (64,),
+        "vit.vision_tower.vision_model.encoder.layers.1.self_attn.q_proj.weight": (64, 64),
+        "vit.vision_tower.vision_model.post_layernorm.weight": (64,),
+        "vision_proj.0.weight": (h, 64 * (4 if variant == "4khd" else 1)),
+        "vision_proj.2.weight": (h, h),
+    }
+    if variant == "4khd":
+        expected.update({"plora_glb_GN": (1, 1, 256), "plora_sub_GN": (1, 1, 1, 256)})
+    for name, shape in expected.items():
+        assert shapes.get(name) == shape, name
+    assert not any(k.startswith("plora_") for k in shapes) or variant == "4khd"
+    assert cfg["model_type"] == "internlmxcomposer2" and cfg["architectures"] == ["InternLMXComposer2ForCausalLM"]
+
+
+@pytest.mark.parametrize("variant", ["vl", "4khd"])
+def test_reference_image_tokens_and_partial_lora(tiny, variant):
+    import torch
+    from PIL import Image
+    from transformers import AutoTokenizer
+
+    from operators.vlm.xcomposer2.reference import XComposer2Reference
+
+    model = XComposer2Reference.from_pretrained(tiny[variant])
+    tok = AutoTokenizer.from_pretrained(str(tiny[variant]))
+    image = Image.new("RGB", (150, 90), (200, 30, 30))
+    emb = model.encode_image(image)
+    if variant == "vl":
+        assert emb.shape == (64, 128)
+    else:
+        w, h = model.prepare(image).size
+        assert emb.shape == (hd_num_tokens(w, h, 56, 2), 128)
+    image_id = tok.convert_tokens_to_ids("<ImageHere>")
+    ids = tok(get_family(f"xcomposer2-{variant}").build_prompt("Describe the image.", ""))["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids.count(image_id) == 1
+    full = model.expand(ids, image_id, [emb.shape[0]])
+    x, mask = model.embed(full, [emb], image_id)
+    with_lora = model.logits_from_embeds(x, mask)
+    without = model.logits_from_embeds(x, torch.zeros_like(mask))
+    # The Partial LoRA must matter, at image positions and (through attention) after them.
+    assert (with_lora - without).abs().max() > 0.5
+    first_image = int(mask.nonzero()[0])
+    assert torch.equal(with_lora[:first_image], without[:first_image]), "text before the image is untouched"
