@@ -45,6 +45,7 @@ class RunObserver:
         self.done = self.failed = self.tokens = 0
         self.timeline: list[tuple[float, int, int]] = []
         self._last_print = float("-inf")
+        self._last_line = ""
 
     def start(self, rows_in: int | None, resumed: int = 0) -> None:
         """The commit loop begins: ``resumed`` rows were already in staging from an earlier attempt."""
@@ -74,9 +75,11 @@ class RunObserver:
         finished = self.rows_in is not None and self.done + self.resumed >= self.rows_in
         if not (force or finished or now - self._last_print >= self.min_interval_s):
             return
-        self._last_print = now
-        stream = self.stream or sys.stderr
-        print(self.line(), file=stream, flush=True)
+        line = self.line()
+        if finished and line.split("),")[0] == self._last_line.split("),")[0]:
+            return  # the end was already reported
+        self._last_print, self._last_line = now, line
+        print(line, file=self.stream or sys.stderr, flush=True)
 
     def committed(self, manifest: Manifest, run_root: str, storage: StorageConfig | None,
                   ds: ray.data.Dataset | None = None) -> dict | None:
