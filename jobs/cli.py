@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("families", help="list registered model families")
     p.set_defaults(fn=_cmd_families)
 
-    from jobs.export_cli import add_export_parser
+    from jobs.export_cli import add_demo_manifest_parser, add_export_parser
 
     add_export_parser(sub)
+    add_demo_manifest_parser(sub)
 
     from jobs.k8s_cli import add_render_k8s_arguments
 

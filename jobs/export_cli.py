@@ -25,6 +25,26 @@ def add_export_parser(sub) -> None:
     p.set_defaults(fn=cmd_export)
 
 
+def add_demo_manifest_parser(sub) -> None:
+    """Register ``demo-manifest``: the LLaVA manifest over the demo corpus that sharegpt4v.yaml reads."""
+    p = sub.add_parser("demo-manifest", help="write a LLaVA/ShareGPT4V JSON manifest over the demo corpus")
+    p.add_argument("dest", help="manifest file, e.g. s3://vlmbatch-demo/sharegpt4v/manifest.json")
+    p.add_argument("--limit", type=int, help="only the first N demo images")
+    p.add_argument("--jsonl", action="store_true", help="JSON lines instead of a JSON list")
+    p.add_argument("--endpoint-url", help="S3 endpoint (credentials come from the environment)")
+    p.set_defaults(fn=cmd_demo_manifest)
+
+
+def cmd_demo_manifest(args: argparse.Namespace) -> int:
+    """Write the demo manifest."""
+    from jobs.demo_dataset import write_demo_manifest
+    from schemas.spec import StorageConfig
+
+    n = write_demo_manifest(args.dest, StorageConfig(endpoint_url=args.endpoint_url), args.limit, args.jsonl)
+    print(f"wrote a manifest of {n} entries to {args.dest}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Run one export; exit 0 on success, 1 when the run cannot be exported."""
     from pipeline.export.hf_parquet import export_hf_parquet
