@@ -40,11 +40,18 @@ def _close(node):
 @functools.cache
 def crd_schema(kind: str, version: str = "v1") -> dict:
     """The closed JSON schema of a KubeRay kind."""
-    crd = yaml.safe_load((CRD_DIR / CRD_FILES[kind]).read_text())
+    # The C loader: the CRDs are large (the pure-Python loader takes seconds each).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load((CRD_DIR / CRD_FILES[kind]).read_text(), Loader=loader)
     for v in crd["spec"]["versions"]:
         if v["name"] == version:
             return _close(v["schema"]["openAPIV3Schema"])
     raise KeyError(f"{kind} has no version {version}")
+
+
+@functools.cache
+def _validator(kind: str, version: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(crd_schema(kind, version))
 
 
 def validate(obj: dict) -> None:
@@ -53,7 +60,9 @@ def validate(obj: dict) -> None:
 
     group, _, version = obj["apiVersion"].rpartition("/")
     if group == "ray.io":
-        jsonschema.validate(obj, crd_schema(obj["kind"], version), cls=jsonschema.Draft7Validator)
+        error = jsonschema.exceptions.best_match(_validator(obj["kind"], version).iter_errors(obj))
+        if error is not None:
+            raise error
         # The CRD leaves metadata open; check it against the core ObjectMeta schema.
         meta = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]}
         kubernetes_validate.validate(meta, K8S_VERSION, strict=True)
