@@ -49,7 +49,9 @@ def storage_options(protocol: str, storage: StorageConfig) -> dict:
         client_kwargs["endpoint_url"] = endpoint
     if storage.region:
         client_kwargs["region_name"] = storage.region
-    options: dict = {"client_kwargs": client_kwargs, "anon": storage.anon}
+    # No listing cache: runs list prefixes that other processes are writing to (staging,
+    # schedule state), and a cached listing makes a new object look missing.
+    options: dict = {"client_kwargs": client_kwargs, "anon": storage.anon, "use_listings_cache": False}
     # Retries of throttling and connection errors happen inside botocore as well as ours.
     options["config_kwargs"] = {"retries": {"max_attempts": 5, "mode": "standard"}}
     return options
