@@ -1,0 +1,108 @@
+"""Embedded-image sources end to end on the real S3 server: WebDataset shards and a Hugging Face
+Parquet manifest (Image structs) -> fetch skipped -> caption + generated QA (transformers reference
+engine in both pools, the quick real engine) -> committed run -> HF Parquet export read back by ``datasets``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.specfile import load_spec
+from pipeline.commit import read_committed
+from schemas import columns as C
+from schemas.spec import StorageConfig
+from tests.conftest import ROOT
+from tests.corpus import gradient, rgb, text_as_jpg
+
+pytestmark = pytest.mark.slow
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_webdataset_and_hf_parquet_sources(s3_server, tiny_models, tmp_path):
+    import fsspec
+    import ray
+
+    from pipeline.build import caption_pipeline, caption_sink
+    from pipeline.export.hf_parquet import export_hf_parquet
+    from pipeline.runner import configure_data_context, init_ray
+
+    datasets = pytest.importorskip("datasets")
+    storage = StorageConfig(endpoint_url=s3_server)
+    fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": s3_server})
+    fs.mkdir("sgwds")
+    fs.pipe_file("sgwds/shards/shard-000.tar", _tar({
+        "a.jpg": rgb(64, 48, (200, 0, 0)), "a.json": json.dumps({"id": "a"}).encode(),
+        "b.png": gradient(), "b.txt": b"original caption",
+        "c.jpg": text_as_jpg(),
+    }))
+    fs.pipe_file("sgwds/shards/shard-001.tar", _tar({"d.jpg": rgb(40, 30, (0, 0, 200)), "e.json": b"{}"}))
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ["p1", "p2"], "image": pa.array(
+        [{"bytes": rgb(32, 32, (0, 200, 0)), "path": "p1.jpg"}, {"bytes": gradient(50, 40), "path": "p2.png"}],
+        type=image)}), buf)
+    fs.pipe_file("sgwds/hf/train-0.parquet", buf.getvalue())
+
+    base = load_spec(ROOT / "jobs/specs/sharegpt4v-prefix.yaml").model_dump(mode="json")
+    for section in (base["model"], base["qa"]["model"]):
+        section["engine"]["kind"] = "transformers"
+        section["model_id"] = str(tiny_models[section["family"]])
+    base["sink"] = {"uri": "s3://sgwds/out/", "storage": {"endpoint_url": s3_server}, "rows_per_file": 4}
+    base["run"] = {"num_cpus": 4, "progress_bars": False}
+    cases = {
+        "wds": ({"uri": "s3://sgwds/shards/", "format": "webdataset"}, {"ok": 3, "not_an_image": 1,
+                                                                        "invalid_entry": 1}),
+        "hf": ({"uri": "s3://sgwds/hf/", "format": "parquet"}, {"ok": 2}),
+    }
+    os.environ["VLMBATCH_S3_ENDPOINT"] = s3_server
+    init_ray(load_spec(ROOT / "jobs/specs/sharegpt4v-prefix.yaml").run.model_copy(update={"num_cpus": 4}))
+    try:
+        configure_data_context(load_spec(ROOT / "jobs/specs/sharegpt4v-prefix.yaml").run)
+        from jobs.specfile import parse_spec
+
+        for run_id, (source, _) in cases.items():
+            spec = parse_spec({**base, "source": {**source, "storage": {"endpoint_url": s3_server}}})
+            pipe = caption_pipeline(spec, run_id)
+            assert pipe.describe().split(" -> ")[0] in ("webdataset", "parquet-manifest")
+            pipe.write(caption_sink(spec, run_id))
+    finally:
+        ray.shutdown()
+
+    for run_id, (_, expected) in cases.items():
+        rows = read_committed(f"s3://sgwds/out/{run_id}", storage).to_pylist()
+        statuses = {}
+        for r in rows:
+            key = "ok" if r[C.STATUS] in ("ok", "repetition", "refusal", "empty_generation") else r[C.STATUS]
+            statuses[key] = statuses.get(key, 0) + 1
+        assert statuses == expected, (run_id, [(r[C.SOURCE], r[C.STATUS], r[C.ERROR]) for r in rows])
+        assert len({r[C.ID] for r in rows}) == len(rows)
+        for r in rows:
+            if r[C.STATUS] == "ok":
+                assert r[C.QA] and all(p[C.QA_ORIGIN] == "generate" for p in r[C.QA]), "questions were generated"
+        out = tmp_path / run_id
+        summary = export_hf_parquet(f"s3://sgwds/out/{run_id}", str(out), storage=storage)
+        ok = [r for r in rows if r[C.STATUS] == "ok"]
+        assert summary.rows_out == len(ok)
+        if not ok:
+            continue
+        ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train",
+                                   cache_dir=str(tmp_path / "cache"))
+        by_id = {r[C.ID]: r for r in ok}
+        for item in ds:
+            assert item["image"].size == (by_id[item["id"]][C.ORIG_WIDTH], by_id[item["id"]][C.ORIG_HEIGHT])
