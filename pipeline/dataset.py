@@ -19,6 +19,7 @@ from operators.decode import DecodeOperator
 from operators.draw import DrawPromptOperator
 from operators.fetch import FetchOperator
 from operators.postcheck import PostCheckOperator
+from operators.prepare import PrepareOperator
 from operators.qa import QAOperator
 from operators.sources.llava import LlavaManifestSource
 from operators.sources.parquet import ParquetManifestSource
@@ -72,6 +73,12 @@ def dataset_pipeline(spec: JobSpec, run_id: str) -> Pipeline:
         .then(FetchOperator(spec.source, spec.decode, batch_size=r.cpu_batch_size))
         .then(DecodeOperator(spec.decode, max_side=max_side, batch_size=r.cpu_batch_size))
     )
+    if any(f.cpu_prepare is not None for f in families):
+        # The prepared layout (e.g. 4KHD tiling) is the one model's; both pools see the same pixels.
+        if len({f.name for f in families}) > 1:
+            raise PipelineError("qa.model: a family with a CPU prepare stage (e.g. xcomposer2-4khd) cannot share "
+                                "one decode with another family; use the same family for caption and QA")
+        pipe = pipe.then(PrepareOperator(families[0].cpu_prepare(spec.model.model_id), batch_size=r.cpu_batch_size))
     if spec.caption.prompts:
         pipe = pipe.then(DrawPromptOperator(spec.caption.prompts))
     pipe = (
