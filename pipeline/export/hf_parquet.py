@@ -89,27 +89,27 @@ def export_hf_parquet(run_root: str, out_dir: str, *, image_root: str | None = N
     """
     rows, summary = exportable(run_root, storage, image_root, need_path=False)
     reader = ImageReader(storage, (_spec_source(run_root, storage) or {}).get("image_column", "image"))
-    kept = []
-    for row in rows:
-        try:
-            row["image_bytes"] = reader.read(row[C.SOURCE])
-        except (OSError, ValueError, KeyError) as exc:
-            summary.skipped[f"image unreadable ({type(exc).__name__})"] += 1
-            continue
-        kept.append(row)
-    summary.rows_out = len(kept)
-    summary.qa_pairs_out = sum((len(r["conversations"]) - 2) // 2 for r in kept)
-    n = max(1, -(-len(kept) // rows_per_shard))
+    # Shards are planned from the exportable rows and filled one at a time, so only one shard's
+    # image bytes are in memory; a row whose image cannot be read back is left out and counted.
+    n = max(1, -(-len(rows) // rows_per_shard))
     fs, root = filesystem(out_dir, out_storage or StorageConfig())
     fs.makedirs(f"{root}/data", exist_ok=True)
-    for k, shard in enumerate(_shards(kept, rows_per_shard) if kept else [[]]):
-        table = pa.Table.from_pylist([
-            {"id": r[C.ID], "image": {"bytes": r["image_bytes"], "path": r["image_rel"]}, "caption": r[C.CAPTION],
-             "conversations": r["conversations"], "source": r[C.SOURCE], "model_id": r[C.MODEL_ID]}
-            for r in shard], schema=HF_SCHEMA)
+    summary.rows_out = summary.qa_pairs_out = 0
+    for k, shard in enumerate(_shards(rows, rows_per_shard) if rows else [[]]):
+        records = []
+        for r in shard:
+            try:
+                data = reader.read(r[C.SOURCE])
+            except (OSError, ValueError, KeyError) as exc:
+                summary.skipped[f"image unreadable ({type(exc).__name__})"] += 1
+                continue
+            records.append({"id": r[C.ID], "image": {"bytes": data, "path": r["image_rel"]}, "caption": r[C.CAPTION],
+                            "conversations": r["conversations"], "source": r[C.SOURCE], "model_id": r[C.MODEL_ID]})
+            summary.qa_pairs_out += (len(r["conversations"]) - 2) // 2
+        summary.rows_out += len(records)
         name = f"data/{split}-{k:05d}-of-{n:05d}.parquet"
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
+        pq.write_table(pa.Table.from_pylist(records, schema=HF_SCHEMA), buf, compression="zstd")
         with fs.open(f"{root}/{name}", "wb") as f:
             f.write(buf.getvalue())
         summary.files.append(join_uri(out_dir, name))
