@@ -71,7 +71,7 @@ def make_corpus(num_images: int, side: int) -> Path:
 
     Distinct file names, so every file is its own row; built once per (count, side).
     """
-    directory = CACHE / "corpus" / f"n{num_images}-s{side}"
+    directory = CACHE / "corpus" / f"v2-n{num_images}-s{side}"
     done = directory / ".complete"
     if done.exists():
         return directory
@@ -92,8 +92,12 @@ def make_corpus(num_images: int, side: int) -> Path:
         photos.append(im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BICUBIC))
     directory.mkdir(parents=True, exist_ok=True)
     for k in range(num_images):
+        # A corner patch coded with k makes every image distinct: engines cache by image content
+        # (vLLM's multimodal and prefix caches), and real corpora are not a few photos repeated.
+        im = photos[k % len(photos)].copy()
+        im.paste((37 * k % 256, 91 * k % 256, 13 * (k // 256) % 256), (0, 0, 24, 24))
         buf = io.BytesIO()
-        photos[k % len(photos)].save(buf, format="JPEG", quality=90)
+        im.save(buf, format="JPEG", quality=90)
         (directory / f"img-{k:06d}.jpg").write_bytes(buf.getvalue())
     done.write_text("ok\n")
     return directory

@@ -165,7 +165,14 @@ def transformers_loop_side(p: BenchParams) -> dict:
     load_before = loadavg()
     t0 = time.perf_counter()
     processor = AutoProcessor.from_pretrained(p.resolved_model())
-    model = AutoModelForImageTextToText.from_pretrained(p.resolved_model(), dtype=p.dtype).eval()
+    if p.load_format == "dummy":
+        # Full-size shapes with random weights, as vLLM's dummy loader does: only the config is needed.
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(p.resolved_model())
+        model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, p.dtype)).eval()
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(p.resolved_model(), dtype=p.dtype).eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     t_load = time.perf_counter() - t0
