@@ -67,3 +67,14 @@ def filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[fsspec.A
     protocol, path = split_uri(uri)
     fs = fsspec.filesystem(protocol, **storage_options(protocol, storage or StorageConfig()))
     return fs, path
+
+
+def ensure_parent(uri: str, storage: StorageConfig | None = None) -> None:
+    """Create the parent directory of ``uri`` on local disks; nothing on object stores.
+
+    Object stores have no directories, and ``makedirs`` there means CreateBucket, which a
+    job's identity is usually (and rightly) not allowed to do.
+    """
+    protocol, path = split_uri(uri)
+    if protocol == "file":
+        os.makedirs(posixpath.dirname(path), exist_ok=True)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.storage import filesystem, join_uri, split_uri
+from operators.storage import ensure_parent, filesystem, join_uri, split_uri
 from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
 from pipeline.progress import RunObserver
 from pipeline.shards import ShardWriter, retry, scan_staging
@@ -46,7 +46,7 @@ def write_bytes_atomic(uri: str, data: bytes, storage: StorageConfig) -> None:
     """Write ``data`` so readers see all of it or nothing (rename locally, one PUT on object stores)."""
     fs, path = filesystem(uri, storage)
     protocol, _ = split_uri(uri)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    ensure_parent(uri)
     if protocol == "file":
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:

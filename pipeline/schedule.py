@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.storage import filesystem, join_uri
+from operators.storage import ensure_parent, filesystem, join_uri
 from pipeline.commit import read_committed, write_bytes_atomic
 from pipeline.locks import ObjectLock
 from pipeline.shards import retry
@@ -108,7 +108,7 @@ class Schedule:
         table = read_committed(run_root, self.storage).select([C.ID])
         ids_rel = f"ids/{run_id}.parquet"
         fs, path = filesystem(join_uri(self.vroot, ids_rel), self.storage)
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        ensure_parent(join_uri(self.vroot, ids_rel))
         with fs.open(path, "wb") as f:
             pq.write_table(table, f)
         record = {"run_id": run_id, "run_root": run_root, "ids_path": ids_rel, "rows": table.num_rows,

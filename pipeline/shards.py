@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import posixpath
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.storage import filesystem, split_uri
+from operators.storage import ensure_parent, filesystem, split_uri
 from schemas import columns as C
 from schemas.manifest import FileEntry
 from schemas.records import CAPTION_SCHEMA, conform
@@ -73,7 +72,7 @@ def write_parquet_atomic(uri: str, table: pa.Table, compression: str, storage: S
     """Write ``table`` to ``uri`` so that readers see the whole file or none of it."""
     fs, path = filesystem(uri, storage)
     protocol, _ = split_uri(uri)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    ensure_parent(uri)
     if protocol == "file":
         tmp = f"{path}.tmp-{os.getpid()}"
         pq.write_table(table, tmp, compression=compression)
