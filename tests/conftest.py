@@ -90,9 +90,10 @@ class LocalRayCluster:
     (``ray stop`` would also kill every other Ray instance on the machine.)
     """
 
-    def __init__(self, ray_bin: str, env: dict, num_cpus: int = 2):
+    def __init__(self, ray_bin: str, env: dict, num_cpus: int = 2, extra_args: tuple[str, ...] = ()):
         self.ray_bin = ray_bin
         self.num_cpus = num_cpus
+        self.extra_args = tuple(extra_args)  # more `ray start` flags, e.g. --metrics-export-port=N
         self.gcs_port, self.dashboard_port, self.client_port = free_port(), free_port(), free_port()
         self.temp_dir = f"/tmp/vr-{self.gcs_port}"
         # Every process of the cluster inherits this marker; stop() finds them by it.
@@ -103,7 +104,8 @@ class LocalRayCluster:
         return subprocess.run(
             [self.ray_bin, "start", "--head", f"--num-cpus={self.num_cpus}", "--node-ip-address=127.0.0.1",
              f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
-             f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"],
+             f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+             *self.extra_args],
             env=self.env, capture_output=True, text=True, timeout=180,
         )
 
