@@ -165,3 +165,34 @@ def test_reference_image_tokens_and_partial_lora(tiny, variant):
     assert (with_lora - without).abs().max() > 0.5
     first_image = int(mask.nonzero()[0])
     assert torch.equal(with_lora[:first_image], without[:first_image]), "text before the image is untouched"
+
+
+def test_published_tokenizer_layout_loads_without_remote_code(tmp_path):
+    """A SentencePiece ``tokenizer.model`` + the published ``tokenizer_config.json`` (remote-code class name)."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    from operators.vlm.tiny.tokenizer import training_corpus
+    from operators.vlm.xcomposer2.plugin import register
+
+    (tmp_path / "corpus.txt").write_text("\n".join(training_corpus()))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=300, model_type="bpe", bos_id=1, eos_id=2, unk_id=0, minloglevel=2,
+                                   user_defined_symbols=["[UNUSED_TOKEN_145]", "[UNUSED_TOKEN_146]"])
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "auto_map": {"AutoTokenizer": ["tokenization_internlm_xcomposer2.InternLMXComposer2Tokenizer", None]},
+        "tokenizer_class": "InternLMXComposer2Tokenizer", "bos_token": "<s>", "eos_token": "</s>",
+        "pad_token": "</s>", "unk_token": "<unk>", "add_bos_token": True}))
+    (tmp_path / "config.json").write_text(json.dumps({**PUBLISHED_CONFIG, "vocab_size": 300}))
+    try:
+        register()
+    except ImportError:  # vLLM absent: the tokenizer half still has to work
+        from operators.vlm.xcomposer2.tokenizer import register_tokenizer
+
+        register_tokenizer()
+    tok = AutoTokenizer.from_pretrained(str(tmp_path), trust_remote_code=False)
+    ids = tok(get_family("xcomposer2-vl").build_prompt("Describe the image.", ""))["input_ids"]
+    image = tok.convert_tokens_to_ids("<ImageHere>")
+    assert ids[0] == 1 and ids.count(image) == 1 and image >= 300  # past the vocabulary: masked by the model
+    assert ids.count(tok.convert_tokens_to_ids("[UNUSED_TOKEN_146]")) == 2
+    assert tok.convert_tokens_to_ids("[UNUSED_TOKEN_145]") in ids

@@ -12,8 +12,11 @@ MODEL_CLASS = "operators.vlm.xcomposer2.vllm_model:InternLMXComposer2ForCausalLM
 
 
 def register() -> None:
-    """Register ``InternLMXComposer2ForCausalLM`` (lazily, by import path) and its config; idempotent."""
+    """Register ``InternLMXComposer2ForCausalLM`` (lazily, by import path), its config and tokenizer; idempotent."""
+    from operators.vlm.xcomposer2.tokenizer import register_tokenizer
+
     register_config()
+    register_tokenizer()
     from vllm import ModelRegistry
 
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
