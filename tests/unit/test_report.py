@@ -108,3 +108,13 @@ def test_report_page_renders_its_figures_in_a_browser(tmp_path):
     png = tmp_path / "report.png"
     browser.screenshot(str(run / REPORT_HTML), str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_report_that_cannot_be_written_never_fails_the_committed_run(tmp_path, caplog):
+    run = tmp_path / "run-d"
+    manifest, observer = make_committed_run(str(run), StorageConfig(), shards=1, rows=10, report=False)
+    (run / REPORT_JSON).mkdir()  # a directory where the report file should go
+    observer.write_report = True
+    assert observer.committed(manifest, str(run), StorageConfig()) is None
+    assert "is committed but its report could not be written" in caplog.text
+    assert (run / "manifest.json").exists()
