@@ -196,3 +196,28 @@ def test_published_tokenizer_layout_loads_without_remote_code(tmp_path):
     assert ids[0] == 1 and ids.count(image) == 1 and image >= 300  # past the vocabulary: masked by the model
     assert ids.count(tok.convert_tokens_to_ids("[UNUSED_TOKEN_146]")) == 2
     assert tok.convert_tokens_to_ids("[UNUSED_TOKEN_145]") in ids
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_tensor_parallel_wqkv_bookkeeping(tp):
+    """Shard ``wqkv`` the way vLLM's fused-QKV loader does, run each rank, gather: same heads as one rank."""
+    import torch
+
+    from operators.vlm.xcomposer2.tp import restore_row_order, split_grouped
+
+    heads, kv, d, hidden, t = 8, 4, 4, 16, 5
+    torch.manual_seed(0)
+    w = torch.randn((heads + 2 * kv) * d, hidden)
+    x = torch.randn(t, hidden)
+    q_full, k_full, v_full = split_grouped(x @ w.T, heads, kv, d)
+    q_rows, kv_rows = heads * d, kv * d
+    seg = [w[:q_rows], w[q_rows:q_rows + kv_rows], w[q_rows + kv_rows:]]
+    outs = [x @ torch.cat([s.chunk(tp)[r] for s in seg]).T for r in range(tp)]
+    gathered = torch.cat(outs, dim=-1)
+    full = restore_row_order(gathered, tp, q_rows // tp, kv_rows // tp)
+    torch.testing.assert_close(full, x @ w.T)
+    for r in range(tp):
+        q, k, v = split_grouped(full, heads, kv, d, tp, r)
+        torch.testing.assert_close(q, q_full.chunk(tp, dim=-1)[r])
+        torch.testing.assert_close(k, k_full.chunk(tp, dim=-1)[r])
+        torch.testing.assert_close(v, v_full.chunk(tp, dim=-1)[r])

@@ -54,6 +54,7 @@ from operators.vlm.xcomposer2.processing import (
     XComposer2MultiModalProcessor,
     XComposer2ProcessingInfo,
 )
+from operators.vlm.xcomposer2.tp import restore_row_order, split_grouped
 
 try:  # vLLM >= 0.2x moved the attention layer
     from vllm.model_executor.layers.attention import Attention
@@ -154,25 +155,10 @@ class XComposer2Attention(nn.Module):
                               cache_config=cache_config, prefix=f"{prefix}.attn")
 
     def _split(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # The checkpoint's rows are grouped per KV head as [q_0..q_{g-1}, k, v]; vLLM's loader
-        # hands each rank contiguous slices of that row order, so gather and restore it first.
-        t, d = qkv.shape[0], self.head_dim
         if self.tp_size > 1:
-            q_part, kv_part = self.heads * d, self.kv_heads * d
-            gathered = tensor_model_parallel_all_gather(qkv).view(t, self.tp_size, q_part + 2 * kv_part)
-            qkv = torch.cat([gathered[..., :q_part].reshape(t, -1),
-                             gathered[..., q_part:q_part + kv_part].reshape(t, -1),
-                             gathered[..., q_part + kv_part:].reshape(t, -1)], dim=-1)
-        g = self.total_heads // self.total_kv
-        grouped = qkv.view(t, self.total_kv, g + 2, d)
-        q = grouped[:, :, :g].reshape(t, self.total_heads * d)
-        k = grouped[:, :, g].reshape(t, self.total_kv * d)
-        v = grouped[:, :, g + 1].reshape(t, self.total_kv * d)
-        if self.tp_size > 1:
-            q = q.chunk(self.tp_size, dim=-1)[self.tp_rank]
-            k = k.chunk(self.tp_size, dim=-1)[self.tp_rank]
-            v = v.chunk(self.tp_size, dim=-1)[self.tp_rank]
-        return q.contiguous(), k.contiguous(), v.contiguous()
+            q_part, kv_part = self.heads * self.head_dim, self.kv_heads * self.head_dim
+            qkv = restore_row_order(tensor_model_parallel_all_gather(qkv), self.tp_size, q_part, kv_part)
+        return split_grouped(qkv, self.total_heads, self.total_kv, self.head_dim, self.tp_size, self.tp_rank)
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         q, k, v = self._split(self.wqkv.plora(x, mask))
