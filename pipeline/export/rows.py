@@ -77,6 +77,9 @@ def exportable(run_root: str, storage: StorageConfig | None = None, image_root: 
     except CommitError as exc:
         raise ExportError(str(exc)) from None
     default_prompt = (manifest.spec.get("caption") or {}).get("prompt", "Describe this image in detail.")
+    source_spec = manifest.spec.get("source") or {}
+    # A prefix source records no relative path; the listed prefix is its natural image root.
+    prefix_root = source_spec.get("uri") if source_spec.get("format", "prefix") == "prefix" else None
     summary = ExportSummary(rows_in=table.num_rows)
     out = []
     for row in sorted(table.to_pylist(), key=lambda r: r[C.ID]):
@@ -84,6 +87,8 @@ def exportable(run_root: str, storage: StorageConfig | None = None, image_root: 
             summary.skipped[f"status {row[C.STATUS]}"] += 1
             continue
         rel = relative_image(row, image_root)
+        if rel is None and image_root is None and prefix_root:
+            rel = relative_image(row, prefix_root)
         if rel is None and need_path:
             summary.skipped["image not under the image root" if image_root else "no image path"] += 1
             continue

@@ -24,7 +24,7 @@ def _pair(q, a, status="ok"):
             C.FINISH_REASON: "stop"}
 
 
-def make_run(tmp_path, record="dataset"):
+def make_run(tmp_path, record="dataset", source_spec=None, image_paths=True):
     images = tmp_path / "images"
     (images / "coco").mkdir(parents=True)
     for name, color in (("a", (255, 0, 0)), ("b", (0, 255, 0))):
@@ -39,13 +39,17 @@ def make_run(tmp_path, record="dataset"):
          C.CAPTION: "A blue", C.MODEL_ID: "m", C.QA: None},
         {C.ID: "id-d", C.SOURCE: "x#0", C.STATUS: "invalid_entry", C.ERROR: "escapes"},
     ]
+    if not image_paths:
+        for r in rows:
+            r[C.IMAGE] = None
     table = pa.Table.from_pylist(rows, schema=pa.schema([f for f in DATASET_SCHEMA if f.name in rows[0]
                                                           or f.name == C.ERROR]))
     run_root = str(tmp_path / "out" / "run-1")
     meta = ShardWriter(run_root, StorageConfig(), "zstd", DATASET_SCHEMA)(table).to_pylist()[0]
     manifest = Manifest(
         schema_version="1", record=record, run_id="run-1", job="t", spec_hash="h",
-        spec={"caption": {"prompt": "Describe this image in detail."}}, model_id="m", model_revision=None,
+        spec={"caption": {"prompt": "Describe this image in detail."}, "source": source_spec or {}},
+        model_id="m", model_revision=None,
         engine="e", sampling_hash="s", code_version="c", created_at="now",
         files=[FileEntry(path=meta["path"], rows=4)], error_files=[],
         summary=RunSummary(rows_in=4, rows_out=4, by_status={}, wall_s=1, images_per_s=1, prompt_tokens=0,
@@ -114,3 +118,11 @@ def test_only_committed_dataset_runs(tmp_path):
     run_root, _ = make_run(tmp_path, record="caption")
     with pytest.raises(ExportError, match="dataset build"):
         export_llava(run_root, str(tmp_path / "o.json"))
+
+
+def test_prefix_runs_export_paths_relative_to_the_listed_prefix(tmp_path):
+    images = tmp_path / "images"
+    run_root, _ = make_run(tmp_path, source_spec={"uri": str(images)}, image_paths=False)
+    out = tmp_path / "p.json"
+    export_llava(run_root, str(out))
+    assert [r["image"] for r in json.loads(out.read_text())] == ["coco/a.jpg", "coco/b.jpg"]
