@@ -47,10 +47,14 @@ class ReadParquetEntries:
         self.namespace = namespace
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows: list[dict] = []
+        out: list[dict] = []
         for item in batch.to_pylist():
-            rows.extend(self._file_rows(item["file"], item["take"]))
-        return to_table(rows)
+            rows = self._file_rows(item["file"], item["take"])
+            for n in item.get("duplicates") or []:
+                rows[n] = invalid_row(self.namespace, f"{item['file']}#dup{n}", row_address(item["file"], n),
+                                      f"duplicate id: row {n} of {item['file']} repeats an earlier row's id")
+            out.extend(rows)
+        return to_table(out)
 
     def _file_rows(self, file_uri: str, take: int) -> list[dict]:
         fs, path = filesystem(file_uri, self.config.storage)
@@ -99,7 +103,7 @@ class ParquetManifestSource(SourceOperator):
     def __init__(self, config: SourceConfig):
         self.config = config
         self.namespace = config.namespace or config.uri
-        self._files: list[tuple[str, int]] | None = None
+        self._files: list[tuple[str, int, list[int]]] | None = None
 
     def produces(self) -> tuple[str, ...]:
         return tuple(ENTRY_SCHEMA.names)
@@ -108,8 +112,8 @@ class ParquetManifestSource(SourceOperator):
         if self.config.format != "parquet":
             raise ValueError(f"source.format {self.config.format!r} is not parquet")
 
-    def files(self) -> list[tuple[str, int]]:
-        """``(file uri, rows to take)`` per manifest file, honouring ``source.limit``."""
+    def files(self) -> list[tuple[str, int, list[int]]]:
+        """``(file uri, rows to take, rows whose id repeats an earlier one)`` per file, honouring ``source.limit``."""
         if self._files is None:
             protocol, path = split_uri(self.config.uri)
             fs, _ = filesystem(self.config.uri, self.config.storage)
@@ -123,11 +127,23 @@ class ParquetManifestSource(SourceOperator):
             if not paths:
                 raise SourceError(f"source {self.config.uri} holds no .parquet files")
             files, left = [], self.config.limit
+            seen: set = set()
             for p in paths:
                 with fs.open(p, "rb") as f:
-                    rows = pq.ParquetFile(f).metadata.num_rows
-                take = rows if left is None else min(rows, left)
-                files.append((to_uri("s3" if protocol == "s3a" else protocol, p), take))
+                    pf = pq.ParquetFile(f)
+                    rows = pf.metadata.num_rows
+                    take = rows if left is None else min(rows, left)
+                    # Only the id column is read here; a repeated id would otherwise fail the
+                    # commit's exactly-once check, so repeats become invalid_entry rows instead.
+                    dups = []
+                    if self.config.id_column in pf.schema_arrow.names:
+                        ids = pf.read(columns=[self.config.id_column]).column(0).to_pylist()[:take]
+                        for n, raw in enumerate(ids):
+                            if raw not in (None, ""):
+                                if raw in seen:
+                                    dups.append(n)
+                                seen.add(raw)
+                files.append((to_uri("s3" if protocol == "s3a" else protocol, p), take, dups))
                 if left is not None:
                     left -= take
                     if left <= 0:
@@ -144,12 +160,12 @@ class ParquetManifestSource(SourceOperator):
         return manifest_root(self.config.uri) if fs.isfile(path) else self.config.uri.rstrip("/")
 
     def count(self) -> int:
-        return sum(take for _, take in self.files())
+        return sum(take for _, take, _ in self.files())
 
     def read(self) -> ray.data.Dataset:
         import ray.data
 
-        items = [{"file": f, "take": take} for f, take in self.files()]
+        items = [{"file": f, "take": take, "duplicates": dups} for f, take, dups in self.files()]
         return ray.data.from_items(items).map_batches(
             ReadParquetEntries(self.config, self.image_root, self.namespace), batch_size=1,
             batch_format="pyarrow", num_cpus=0.5,

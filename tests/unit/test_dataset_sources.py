@@ -135,3 +135,17 @@ def test_broken_shard_is_a_row(tmp_path):
     cfg = SourceConfig(uri=str(shard), format="webdataset")
     rows = ReadShard(cfg, cfg.uri)(pa.table({"shard": [str(shard)]})).to_pylist()
     assert len(rows) == 1 and rows[0][C.STATUS] == "invalid_entry"
+
+
+def test_parquet_repeated_ids_across_files_become_invalid_rows(image_tree):
+    folder = image_tree / "pq"
+    folder.mkdir()
+    for name, ids in (("a.parquet", ["x", "y"]), ("b.parquet", ["y", "z"])):
+        pq.write_table(pa.table({"id": ids, "image": ["images/coco/a.jpg"] * 2}), folder / name)
+    cfg = SourceConfig(uri=str(folder), format="parquet", image_root=str(image_tree))
+    src = ParquetManifestSource(cfg)
+    assert src.count() == 4 and [f[2] for f in src.files()] == [[], [0]]
+    items = pa.Table.from_pylist([{"file": f, "take": t, "duplicates": d} for f, t, d in src.files()])
+    rows = ReadParquetEntries(cfg, src.image_root, src.namespace)(items).to_pylist()
+    assert [r[C.STATUS] for r in rows] == ["ok", "ok", "invalid_entry", "ok"]
+    assert "duplicate id" in rows[2][C.ERROR] and len({r[C.ID] for r in rows}) == 4
