@@ -89,7 +89,7 @@ def iam_server(tmp_path):
         subprocess.run([script, "stop"], env=env, check=False)
 
 
-def test_every_bad_case_is_a_row_and_no_secret_leaks(iam_server, tiny_models, tmp_path):
+def test_every_bad_case_is_a_row_and_no_secret_leaks(iam_server, tiny_models, tmp_path, monkeypatch):
     endpoint, bucket, admin, reader = iam_server
     fs = s3fs.S3FileSystem(key=admin[0], secret=admin[1], client_kwargs={"endpoint_url": endpoint})
     fs.mkdir(bucket)
@@ -116,6 +116,9 @@ def test_every_bad_case_is_a_row_and_no_secret_leaks(iam_server, tiny_models, tm
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
 
+    # Read the results back as admin (credentials from the environment, as everywhere).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", admin[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", admin[1])
     storage = StorageConfig(endpoint_url=endpoint)
     root = f"s3://{bucket}/captions/bad-1"
     rows = {r[C.SOURCE].rsplit("/", 1)[1]: r for r in read_committed(root, storage).to_pylist()}
