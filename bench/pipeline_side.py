@@ -117,7 +117,7 @@ def job_spec(p: BenchParams, corpus: str, sink: str):
                              "max_num_seqs": p.max_num_seqs, "load_format": p.load_format}},
         "sampling": {"max_tokens": p.max_tokens, "min_tokens": p.max_tokens, "ignore_eos": True},
         "caption": {"prompt": p.prompt},
-        "sink": {"uri": sink, "rows_per_file": 4096},
+        "sink": {"uri": sink},
         "resources": {"num_engines": 1, "gpus_per_engine": p.gpus_per_engine, "batch_size": p.batch_size,
                       "batches_in_flight": p.batches_in_flight, "cpu_batch_size": p.cpu_batch_size},
         "run": {"num_cpus": p.num_cpus, "progress_bars": False},

@@ -1,0 +1,91 @@
+"""The results table in ``bench/README.md``, from the newest ``bench/results/<name>-<date>.json`` of each bench.
+
+``python -m bench.table`` prints it; ``python -m bench.table --write`` puts it in the README
+between the ``<!-- results -->`` markers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from bench.common import RESULTS
+
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN, END = "<!-- results -->", "<!-- /results -->"
+ORDER = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth")
+
+
+def latest(name: str, results_dir: Path = RESULTS) -> dict | None:
+    files = sorted(results_dir.glob(f"{name}-*.json"))
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def _loads(body: dict) -> str:
+    values = [body["load_start"][0], body["load_end"][0]]
+    for runs in body.get("runs", {}).values():
+        for r in runs:
+            values += [x[0] for x in (r.get("load_before"), r.get("load_after")) if x]
+    return f"{min(values):.1f}-{max(values):.1f}"
+
+
+def _figures(name: str, body: dict) -> str:
+    med = body.get("medians", {})
+    if name == "preprocess":
+        return "; ".join(f"{side}: {m['1_cores']:.0f} img/s on 1, {m['2_cores']:.0f} on 2" for side, m in med.items())
+    if name == "growth":
+        parts = [f"{k}: {m['images']} img, {m['s_per_image']:.3f} s/img, driver {m['driver_peak_rss_mib']:.0f} MiB, "
+                 f"worker {m['worker_peak_rss_mib']:.0f} MiB" for k, m in med.items()]
+        marg = body.get("marginal_s_per_image", {})
+        return "; ".join(parts) + "; marginal s/img " + ", ".join(f"{k} {v}" for k, v in marg.items())
+    parts = []
+    for side, m in med.items():
+        bits = [f"{m['images_per_s']:.3f} img/s e2e"] if "images_per_s" in m else []
+        for key, label in (("steady_images_per_s", "steady"), ("span_images_per_s", "span")):
+            if key in m:
+                bits.append(f"{m[key]:.1f} {label}")
+        parts.append(f"{side}: " + ", ".join(bits))
+    return "; ".join(parts)
+
+
+def table(results_dir: Path = RESULTS) -> str:
+    lines = ["| bench | ratio | value | target | runs/side | images | medians | load (1-min) | date (UTC) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in ORDER:
+        body = latest(name, results_dir)
+        if body is None:
+            continue
+        p = body.get("params", {})
+        images = p.get("images_range") or p.get("images") or p.get("num_images")
+        if name == "growth":
+            images = body.get("images_range")
+        for key, value in body.get("ratios", {}).items():
+            target = body.get("targets", {}).get(key, "")
+            lines.append(f"| {name} | {key} | {value} | {target} | {body.get('runs_per_side')} | {images} | "
+                         f"{_figures(name, body) if key == next(iter(body['ratios'])) else ''} | "
+                         f"{_loads(body)} | {body['utc'][:16]} |")
+    m = next((b["machine"] for b in map(latest, ORDER) if b), None)
+    if m:
+        v = m["versions"]
+        lines.append("")
+        lines.append(f"Machine: {m['cpus']} CPUs, {m['mem_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
+                     + ", ".join(f"{k} {x}" for k, x in v.items()) + ". Shared with other engineers' test runs: "
+                     "see the load column (1-minute load average seen before/after each side).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    text = table()
+    if "--write" in argv:
+        readme = README.read_text()
+        head, _, rest = readme.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
