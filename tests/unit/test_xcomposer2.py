@@ -46,10 +46,12 @@ def test_variant_detected_from_the_weight_index(tmp_path):
     from operators.vlm.xcomposer2.config import detect_variant
 
     index = {"weight_map": {"plora_glb_GN": "a.bin", "plora_sub_GN": "a.bin", "output.weight": "b.bin"}}
-    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
-    assert detect_variant(tmp_path) == "4khd"
-    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"output.weight": "b"}}))
-    assert detect_variant(tmp_path) == "vl"
+    (tmp_path / "hd").mkdir()
+    (tmp_path / "hd" / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    assert detect_variant(tmp_path / "hd") == "4khd"
+    (tmp_path / "vl").mkdir()
+    (tmp_path / "vl" / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"output.weight": "b"}}))
+    assert detect_variant(tmp_path / "vl") == "vl"
 
 
 @pytest.mark.parametrize("size", [(1000, 300), (300, 1000), (336, 336), (4000, 3000), (17, 900), (672, 336)])

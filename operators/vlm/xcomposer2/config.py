@@ -14,6 +14,7 @@ see :func:`detect_variant`) or the config says so; otherwise ``vl``.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,12 @@ class InternLMXComposer2Config(PretrainedConfig):
 
 def detect_variant(model_path: str | Path) -> str:
     """``"4khd"`` if the checkpoint in ``model_path`` carries the 4KHD separator weights, else ``"vl"``."""
+    return _detect_variant(str(model_path))
+
+
+@functools.lru_cache(maxsize=64)
+def _detect_variant(model_path: str) -> str:
+    # Cached: the multimodal processor asks once per image.
     root = Path(model_path)
     if not root.is_dir():
         return "vl"
