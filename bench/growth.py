@@ -39,6 +39,7 @@ def compare(params: BenchParams, runs: int) -> dict:
             "s_per_image": median([r["wall_s"] / r["images"] for r in rs]),
             "driver_peak_rss_mib": median([r["driver_peak_rss_mib"] for r in rs]),
             "worker_peak_rss_mib": median([r["worker_peak_rss_mib"] for r in rs]),
+            "cpu_worker_peak_rss_mib": median([r.get("cpu_worker_peak_rss_mib", 0.0) for r in rs]),
             "descendants_peak_total_rss_mib": median([r["descendants_peak_total_rss_mib"] for r in rs]),
         }
     lo, hi = med[f"{scales[0]}x"], med[f"{scales[-1]}x"]
@@ -52,6 +53,7 @@ def compare(params: BenchParams, runs: int) -> dict:
         f"s_per_image_{span}": ratio(hi["s_per_image"], lo["s_per_image"]),
         f"driver_peak_rss_{span}": ratio(hi["driver_peak_rss_mib"], lo["driver_peak_rss_mib"]),
         f"worker_peak_rss_{span}": ratio(hi["worker_peak_rss_mib"], lo["worker_peak_rss_mib"]),
+        f"cpu_worker_peak_rss_{span}": ratio(hi["cpu_worker_peak_rss_mib"], lo["cpu_worker_peak_rss_mib"]),
     }
     if len(scales) > 2:
         # Flat marginal cost: seconds per extra image from 1x to the largest over 1x to the next.
@@ -60,7 +62,8 @@ def compare(params: BenchParams, runs: int) -> dict:
     return {
         "params": {**params.__dict__, "base": base, "scales": list(scales)}, "runs": results, "medians": med,
         "marginal_s_per_image": marginal, "ratios": ratios,
-        "targets": {f"driver_peak_rss_{span}": "~1 (flat)", f"worker_peak_rss_{span}": "~1 (flat)"},
+        "targets": {f"driver_peak_rss_{span}": "~1 (flat)", f"worker_peak_rss_{span}": "~1 (flat)",
+                    f"cpu_worker_peak_rss_{span}": "~1 (flat)"},
         "images_range": [lo_n, hi_n],
     }
 

@@ -81,7 +81,7 @@ class MemorySampler:
             for proc in me.children(recursive=True):
                 try:
                     rss = proc.memory_info().rss / 2**20
-                    name = " ".join(proc.cmdline()[:2])[-80:]
+                    name = " ".join(proc.cmdline()[:2])[:80]
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
                 total += rss
@@ -98,10 +98,13 @@ class MemorySampler:
         self._thread.join()
 
     def summary(self) -> dict:
-        """Peak of the largest Ray worker / engine process and of all descendants together (MiB)."""
+        """Peaks (MiB): the largest worker (the engine, in practice), the largest CPU-stage worker
+        (fetch, decode, writer: where per-image state would pile up), all descendants together."""
         workers = [(n, r) for n, r in self.per_pid.values() if "gcs_server" not in n and "raylet" not in n]
         top = max(workers, key=lambda x: x[1], default=("", 0.0))
+        cpu = [r for n, r in workers if n.startswith("ray::") and not any(k in n for k in ("Caption", "VLLM"))]
         return {"worker_peak_rss_mib": round(top[1], 1), "worker_peak_process": top[0],
+                "cpu_worker_peak_rss_mib": round(max(cpu, default=0.0), 1),
                 "descendants_peak_total_rss_mib": round(self.peak_total_mib, 1)}
 
 
