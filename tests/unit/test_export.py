@@ -126,3 +126,27 @@ def test_prefix_runs_export_paths_relative_to_the_listed_prefix(tmp_path):
     out = tmp_path / "p.json"
     export_llava(run_root, str(out))
     assert [r["image"] for r in json.loads(out.read_text())] == ["coco/a.jpg", "coco/b.jpg"]
+
+
+def test_image_reader_reads_embedded_images_back(tmp_path):
+    import io
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    from pipeline.export.hf_parquet import ImageReader
+
+    jpg = rgb(color=(1, 2, 3))
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w") as tar:
+        info = tarfile.TarInfo("k/x.jpg")
+        info.size = len(jpg)
+        tar.addfile(info, io.BytesIO(jpg))
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({"image": pa.array([{"bytes": b"zero", "path": None}, {"bytes": jpg, "path": "p"}],
+                                               type=image)}), tmp_path / "m.parquet")
+    reader = ImageReader(StorageConfig())
+    assert reader.read(f"tar://k/x.jpg::{shard}") == jpg
+    assert reader.read(f"{tmp_path / 'm.parquet'}#row=1") == jpg
+    with pytest.raises(FileNotFoundError):
+        reader.read(str(tmp_path / "gone.jpg"))
