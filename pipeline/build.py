@@ -32,7 +32,7 @@ def is_dataset_build(spec: JobSpec) -> bool:
 
 
 def caption_pipeline(spec: JobSpec, run_id: str) -> Pipeline:
-    """source -> fetch -> decode -> caption (-> post-check when the spec has a postcheck section), from ``spec``.
+    """source -> fetch -> decode -> caption -> post-check, from ``spec``.
 
     A dataset build (:func:`is_dataset_build`) gets the caption + QA DAG of :mod:`pipeline.dataset`.
     """
@@ -54,9 +54,7 @@ def caption_pipeline(spec: JobSpec, run_id: str) -> Pipeline:
         # Family layout work (e.g. 4KHD tiling) stays on CPU tasks, off the engine actors.
         pipe = pipe.then(PrepareOperator(family.cpu_prepare(spec.model.model_id), batch_size=r.cpu_batch_size))
     pipe = pipe.then(CaptionOperator(spec.model, spec.sampling, spec.caption, r, provenance_for(spec, run_id)))
-    if spec.postcheck is not None:
-        pipe = pipe.then(PostCheckOperator(spec.postcheck))
-    return pipe
+    return pipe.then(PostCheckOperator(spec.postcheck))
 
 
 def caption_sink(spec: JobSpec, run_id: str) -> ParquetCommitSink:

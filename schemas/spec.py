@@ -256,10 +256,10 @@ class JobSpec(_Strict):
     sink: SinkConfig = Field(description="Output.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Resources.")
     run: RunConfig = Field(default_factory=RunConfig, description="Run options.")
-    postcheck: PostCheckConfig | None = Field(
-        None,
-        description="Post-checks of generations. None: dataset builds (a qa section, a caption prompt set or a "
-        "manifest source) check with the defaults, plain caption runs check nothing.",
+    postcheck: PostCheckConfig = Field(
+        default_factory=PostCheckConfig,
+        description="Post-checks of every generation (empty, repetition, cut at max tokens, refusal), on by "
+        "default; a failed check is a status, never a training example.",
     )
     qa: QAConfig | None = Field(
         None, description="Visual QA; present, the job builds a ShareGPT4V-style dataset (caption + QA per image)."

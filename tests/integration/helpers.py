@@ -23,6 +23,7 @@ def demo_spec(endpoint: str, bucket: str, family: str, model_dir: str, name: str
                   "engine": {"dtype": "float32", "max_model_len": 1024, "max_num_seqs": 16}},
         "sampling": {"max_tokens": 12, "min_tokens": 4},
         "sink": {"uri": f"s3://{bucket}/captions/", "storage": storage, "rows_per_file": 16},
+        "postcheck": {"truncated": False, "repetition": False},
         "resources": {"num_engines": 1, "batch_size": 8, "batches_in_flight": 2, "cpu_batch_size": 8},
         "run": {"num_cpus": 2, "progress_bars": False},
     }

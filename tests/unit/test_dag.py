@@ -46,7 +46,7 @@ def test_spec_pipeline_validates():
     cols = pipe.validate(caption_sink(SPEC, "r1").requires())
     assert {C.CAPTION, C.STATUS, C.ID, C.SOURCE} <= cols
     assert C.PIXELS not in cols and C.IMAGE_BYTES not in cols
-    assert pipe.describe() == "list -> fetch -> decode -> caption"
+    assert pipe.describe() == "list -> fetch -> decode -> caption -> postcheck"
 
 
 def test_misspelled_column_fails_before_ray_starts():
