@@ -110,18 +110,9 @@ class LocalRayCluster:
         )
 
     def _pids(self) -> list[int]:
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    environ = f.read().split(b"\0")
-            except OSError:
-                continue
-            if self.marker.encode() in environ:
-                pids.append(int(entry))
-        return pids
+        from tests.procs import pids_with_env
+
+        return pids_with_env(self.marker)
 
     def stop(self) -> None:
         for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 2.0)):

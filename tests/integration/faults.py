@@ -10,6 +10,7 @@ import time
 import uuid
 
 from tests.conftest import ROOT
+from tests.procs import pids_with_env
 
 
 def marked_env(env: dict) -> tuple[dict, str]:
@@ -20,22 +21,7 @@ def marked_env(env: dict) -> tuple[dict, str]:
 
 def marked_pids(marker: str, cmdline_contains: str | None = None) -> list[int]:
     """Processes carrying ``marker`` in their environment (optionally whose cmdline contains a string)."""
-    want = f"VLMBATCH_TEST_MARKER={marker}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if want not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cmdline_contains is None or cmdline_contains in cmd:
-            pids.append(int(entry))
-    return pids
+    return pids_with_env(f"VLMBATCH_TEST_MARKER={marker}", cmdline_contains)
 
 
 def kill_marked(marker: str, cmdline_contains: str | None = None, sig: int = signal.SIGKILL) -> list[int]:
