@@ -20,7 +20,9 @@ from schemas.status import Status
 
 log = logging.getLogger(__name__)
 
-_TOO_LONG_MARKERS = ("longer than the maximum model length", "exceeds the maximum", "too long", "max_model_len")
+# vLLM's wording differs across versions: 0.29 says "maximum context length ... (parameter=input_tokens)".
+_TOO_LONG_MARKERS = ("longer than the maximum model length", "maximum context length", "parameter=input_tokens",
+                     "exceeds the maximum", "too long", "max_model_len")
 
 
 def _on_cpu() -> bool:
