@@ -20,7 +20,11 @@ TARGET = 0.95
 
 
 def compare(params: BenchParams, runs: int) -> dict:
-    res = interleaved(__name__, list(SIDES), params, runs)
+    return summarise_runs(params, interleaved(__name__, list(SIDES), params, runs))
+
+
+def summarise_runs(params: BenchParams, res: dict[str, list[dict]]) -> dict:
+    """Medians and ratios from every side's runs."""
     keys = ["wall_s", "images_per_s", "ray_init_s", "load_s", "generate_s", "steady_s", "steady_images_per_s",
             "prompt_tokens_per_image", "driver_peak_rss_mib", "worker_peak_rss_mib"]
     med = {side: summarise(r, keys) for side, r in res.items()}

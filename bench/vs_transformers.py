@@ -18,7 +18,11 @@ SIDES = {"vlmbatch": vlmbatch_side, "transformers_loop": transformers_loop_side}
 
 
 def compare(params: BenchParams, runs: int) -> dict:
-    res = interleaved(__name__, list(SIDES), params, runs)
+    return summarise_runs(params, interleaved(__name__, list(SIDES), params, runs))
+
+
+def summarise_runs(params: BenchParams, res: dict[str, list[dict]]) -> dict:
+    """Medians and ratios from every side's runs."""
     keys = ["wall_s", "images_per_s", "load_s", "steady_images_per_s", "prompt_tokens_per_image",
             "driver_peak_rss_mib"]
     med = {side: summarise(r, keys) for side, r in res.items()}
