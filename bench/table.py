@@ -35,8 +35,11 @@ def _figures(name: str, body: dict) -> str:
     if name == "preprocess":
         return "; ".join(f"{side}: {m['1_cores']:.0f} img/s on 1, {m['2_cores']:.0f} on 2" for side, m in med.items())
     if name == "growth":
-        parts = [f"{k}: {m['images']} img, {m['s_per_image']:.3f} s/img, driver {m['driver_peak_rss_mib']:.0f} MiB, "
-                 f"worker {m['worker_peak_rss_mib']:.0f} MiB" for k, m in med.items()]
+        parts = [f"{k}: {m['images']} img, {m['s_per_image']:.3f} s/img"
+                 + (f" ({m['steady_s_per_image']:.4f} steady)" if m.get("steady_s_per_image") else "")
+                 + f", driver {m['driver_peak_rss_mib']:.0f} MiB, engine worker {m['worker_peak_rss_mib']:.0f} MiB"
+                 + (f", CPU worker {m['cpu_worker_peak_rss_mib']:.0f} MiB" if "cpu_worker_peak_rss_mib" in m else "")
+                 for k, m in med.items()]
         marg = body.get("marginal_s_per_image", {})
         return "; ".join(parts) + "; marginal s/img " + ", ".join(f"{k} {v}" for k, v in marg.items())
     parts = []
