@@ -109,6 +109,27 @@ class LocalRayCluster:
             env=self.env, capture_output=True, text=True, timeout=180,
         )
 
+    def submit(self, entrypoint: list[str], cwd, env: dict, timeout: float = 600) -> tuple[int, str]:
+        """``ray job submit --working-dir . -- ENTRYPOINT``; returns (exit code, output).
+
+        A loaded machine may answer before the node's job agent is up ("No available agent to
+        submit job"); nothing was submitted then, so that answer is retried for about a minute.
+        """
+        import time as _time
+
+        for _ in range(12):
+            proc = subprocess.run(
+                [self.ray_bin, "job", "submit", f"--address=http://127.0.0.1:{self.dashboard_port}",
+                 "--working-dir", ".", "--", *entrypoint],
+                # Clusters use token authentication by default; the local token file is the client's key.
+                cwd=cwd, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=timeout,
+            )
+            log = proc.stdout + proc.stderr
+            if "No available agent to submit job" not in log:
+                break
+            _time.sleep(5)
+        return proc.returncode, log
+
     def _pids(self) -> list[int]:
         from tests.procs import pids_with_env
 

@@ -104,16 +104,9 @@ def test_ray_job_submit_to_local_cluster(s3_server, corpus_bucket, tiny_models, 
     try:
         started = cluster.start()
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
-        # Clusters use token authentication by default; the local token file is the client's key.
-        client_env = {**env, "RAY_AUTH_MODE": "token"}
-        proc = subprocess.run(
-            [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{cluster.dashboard_port}", "--working-dir", ".",
-             "--",
-             "python", "-m", "jobs.caption", "--spec", str(spec_path.relative_to(ROOT)), "--run-id", "job-1"],
-            cwd=ROOT, env=client_env, capture_output=True, text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        entrypoint = ["python", "-m", "jobs.caption", "--spec", str(spec_path.relative_to(ROOT)), "--run-id", "job-1"]
+        returncode, log = cluster.submit(entrypoint, ROOT, env)
+        assert returncode == 0, log[-6000:]
     finally:
         cluster.stop()
     # demo.yaml reads s3://vlmbatch-demo/: the cluster saw the test server through VLMBATCH_S3_ENDPOINT.
