@@ -113,11 +113,11 @@ class LocalRayCluster:
         """``ray job submit --working-dir . -- ENTRYPOINT``; returns (exit code, output).
 
         A loaded machine may answer before the node's job agent is up ("No available agent to
-        submit job"); nothing was submitted then, so that answer is retried for about a minute.
+        submit job"); nothing was submitted then, so that answer is retried for up to three minutes.
         """
         import time as _time
 
-        for _ in range(12):
+        for _ in range(36):
             proc = subprocess.run(
                 [self.ray_bin, "job", "submit", f"--address=http://127.0.0.1:{self.dashboard_port}",
                  "--working-dir", ".", "--", *entrypoint],
