@@ -45,6 +45,11 @@ def steady_rates(stamps: list[dict], images: int) -> dict:
     if ready and batches and batches[-1][0] > min(ready):
         out["steady_s"] = round(batches[-1][0] - min(ready), 3)
         out["steady_images_per_s"] = round(images / out["steady_s"], 4)
+    starts = sorted(s["t"] for s in stamps if s["event"] == "batch_start")
+    if ready and starts and batches:
+        # where the time before the first batch out goes: waiting for work, or the first generation
+        out["ready_to_first_call_s"] = round(starts[0] - min(ready), 3)
+        out["first_call_to_first_batch_s"] = round(batches[0][0] - starts[0], 3)
     if len(batches) > 1 and batches[-1][0] > batches[0][0]:
         out["span_images_per_s"] = round(sum(r for _, r in batches[1:]) / (batches[-1][0] - batches[0][0]), 4)
     return out
@@ -58,6 +63,7 @@ class TimedCaptionActor(CaptionActor):
         stamp("engine_ready")
 
     async def __call__(self, table):
+        stamp("batch_start", table.num_rows)
         out = await super().__call__(table)
         stamp("batch_done", out.num_rows)
         return out
