@@ -16,7 +16,7 @@ import pyarrow as pa
 from operators.base import Operator, Resources
 from operators.metrics import RunMetrics
 from operators.rows import error_text, set_columns
-from operators.vlm.engine import EngineDead, GenerationRequest
+from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest
 from operators.vlm.registry import get_family
 from schemas import columns as C
 from schemas.provenance import Provenance
@@ -57,7 +57,7 @@ def make_engine(model: ModelConfig, sampling: SamplingConfig):
     return TransformersEngine(model, sampling, family)
 
 
-class CaptionActor:
+class CaptionActor(EngineActor):
     """Ray Data actor UDF: holds one engine; ``__call__`` is async so batches overlap."""
 
     # Class-level defaults so actors built without __init__ (tests) behave as before.
@@ -73,13 +73,6 @@ class CaptionActor:
         self.pixels_column = pixels_column
         self.keep_pixels = keep_pixels
         self.engine = make_engine(model, sampling)
-
-    def __del__(self):
-        # Ray Data calls this when it retires the actor: stop the engine's child processes
-        # in order instead of letting them notice a dead parent.
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            engine.shutdown()
 
     def _run_metrics(self) -> RunMetrics:
         # Made on first use, in the actor's own process, where Ray's metrics API is up.

@@ -22,7 +22,7 @@ from operators.caption import make_engine
 from operators.draw import draw
 from operators.postcheck import check_generation
 from operators.rows import set_columns
-from operators.vlm.engine import EngineDead, GenerationRequest
+from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest
 from operators.vlm.registry import get_family
 from schemas import columns as C
 from schemas.dataset_records import QA_PAIR
@@ -55,7 +55,7 @@ def _pair(question, answer=None, origin=None, status=Status.OK, error=None, fini
             C.ERROR: error, C.FINISH_REASON: finish_reason}
 
 
-class QAActor:
+class QAActor(EngineActor):
     """Ray Data actor UDF: one engine; asks and answers questions for every ``ok`` row of a batch."""
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postcheck: PostCheckConfig,
@@ -66,11 +66,6 @@ class QAActor:
         self.provenance = provenance
         self.pixels_column = pixels_column
         self.engine = make_engine(model, sampling)
-
-    def __del__(self):
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            engine.shutdown()
 
     def _questions(self, row_id: str, manifest_questions: list[str] | None) -> tuple[list[str], str] | None:
         """Questions and their origin from the first configured place that has some; None: generate."""

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from operators.storage import ensure_parent, filesystem, join_uri, split_uri
 from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
 from pipeline.progress import RunObserver
-from pipeline.shards import ShardWriter, retry, scan_staging
+from pipeline.shards import ShardWriter, StagingState, retry, scan_staging
 from schemas.manifest import FileEntry, Manifest, RunSummary
 from schemas.records import CAPTION_SCHEMA, SCHEMA_VERSION
 from schemas.spec import SinkConfig, StorageConfig
@@ -68,8 +68,9 @@ def read_manifest(run_root: str, storage: StorageConfig | None = None) -> Manife
     return Manifest.model_validate_json(raw)
 
 
-def read_committed(run_root: str, storage: StorageConfig | None = None) -> pa.Table:
-    """All rows of a committed run, read only through its manifest.
+def read_committed(run_root: str, storage: StorageConfig | None = None,
+                   columns: list[str] | None = None) -> pa.Table:
+    """All rows of a committed run (only ``columns``, if given), read only through its manifest.
 
     Raises:
         CommitError: the run has no manifest, or a listed file's row count differs.
@@ -81,11 +82,14 @@ def read_committed(run_root: str, storage: StorageConfig | None = None) -> pa.Ta
     tables = []
     for entry in manifest.files:
         with fs.open(f"{root}/{entry.path}", "rb") as f:
-            t = pq.read_table(f)
+            t = pq.read_table(f, columns=columns)
         if t.num_rows != entry.rows:
             raise CommitError(f"{entry.path}: {t.num_rows} rows on disk, manifest says {entry.rows}")
         tables.append(t)
-    return pa.concat_tables(tables) if tables else CAPTION_SCHEMA.empty_table()
+    if tables:
+        return pa.concat_tables(tables)
+    empty = CAPTION_SCHEMA.empty_table()
+    return empty.select(columns) if columns else empty
 
 
 class ParquetCommitSink:
@@ -163,7 +167,7 @@ class ParquetCommitSink:
                 self.observer.shard(meta)
         wall = max(time.monotonic() - started, 1e-9)
         rows_out = sum(f.rows for f in files.values())
-        self._check_exactly_once(files, rows_in, rows_out)
+        self._check_exactly_once(files, rows_in, rows_out, earlier)
         summary = RunSummary(
             rows_in=rows_in if rows_in is not None else rows_out,
             rows_out=rows_out,
@@ -205,13 +209,20 @@ class ParquetCommitSink:
         skip = set(self.skip_ids)
         return sum(1 for i in ids if i not in skip)
 
-    def _check_exactly_once(self, files: dict[str, FileEntry], rows_in: int | None, rows_out: int) -> None:
-        """Every listed row once: unique ids across the files, as many as the source listed."""
+    def _check_exactly_once(self, files: dict[str, FileEntry], rows_in: int | None, rows_out: int,
+                            earlier: StagingState) -> None:
+        """Every listed row once: unique ids across the files, as many as the source listed.
+
+        The ids of earlier attempts' files were read by the staging scan; only new files are read here.
+        """
         from schemas import columns as C
 
+        seen: set[str] = set(earlier.ids)
+        if len(seen) != len(earlier.ids):
+            raise CommitError(f"earlier attempts' shards repeat {len(earlier.ids) - len(seen)} ids; not committing")
+        known = {f.path for f in earlier.files}
         fs, root = filesystem(self.run_root, self.config.storage)
-        seen: set[str] = set()
-        for entry in files.values():
+        for entry in (f for f in files.values() if f.path not in known):
             with fs.open(f"{root}/{entry.path}", "rb") as f:
                 ids = pq.read_table(f, columns=[C.ID]).column(C.ID).to_pylist()
             dupes = seen.intersection(ids)

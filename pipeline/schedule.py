@@ -105,7 +105,7 @@ class Schedule:
         return pa.concat_tables(tables) if tables else None
 
     def _record(self, run_id: str, run_root: str, manifest: Manifest) -> None:
-        table = read_committed(run_root, self.storage).select([C.ID])
+        table = read_committed(run_root, self.storage, columns=[C.ID])
         ids_rel = f"ids/{run_id}.parquet"
         fs, path = filesystem(join_uri(self.vroot, ids_rel), self.storage)
         ensure_parent(join_uri(self.vroot, ids_rel))

@@ -51,3 +51,14 @@ class Engine(Protocol):
 
 class EngineDead(RuntimeError):
     """The engine can serve nothing more; the actor must be replaced."""
+
+
+class EngineActor:
+    """Base of Ray Data actor UDFs that hold one engine in ``self.engine``."""
+
+    def __del__(self):
+        # Ray Data calls this when it retires the actor: stop the engine's child processes
+        # in order instead of letting them notice a dead parent.
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
