@@ -33,7 +33,9 @@ class BenchParams:
     """
 
     family: str = "internvl"
-    model_id: str | None = None  # None: the family's tiny random-weight model, built once under CACHE
+    # None: the family's tiny random-weight model; "shape:NAME": a full-size shape with no weights
+    # (bench/shapes.py, for load_format "dummy"); else a checkpoint directory or hub id.
+    model_id: str | None = None
     load_format: str = "auto"  # 'dummy' for full-size shapes with random weights (GPU runs)
     dtype: str = "float32"
     num_images: int = 32
@@ -53,6 +55,10 @@ class BenchParams:
     extra: dict = field(default_factory=dict)
 
     def resolved_model(self) -> str:
+        if self.model_id and self.model_id.startswith("shape:"):
+            from bench.shapes import shape_dir
+
+            return str(shape_dir(self.model_id.removeprefix("shape:"), CACHE))
         return self.model_id or str(tiny_model(self.family))
 
 
@@ -127,6 +133,9 @@ def run_side(module: str, side: str, params: BenchParams, timeout_s: float = 180
     wall = time.perf_counter() - t0
     last = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not last:
+        if os.environ.get("VLMBATCH_BENCH_LOGS"):  # the whole log: engine errors sit far above the tail
+            log = Path(os.environ["VLMBATCH_BENCH_LOGS"]) / f"{module}-{side}.log"
+            log.write_text(proc.stdout + "\n" + proc.stderr)
         tail = (proc.stderr or proc.stdout)[-3000:]
         raise RuntimeError(f"{module} side {side!r} failed (rc {proc.returncode}):\n{tail}")
     result = json.loads(last[-1])

@@ -165,21 +165,22 @@ def transformers_loop_side(p: BenchParams) -> dict:
     load_before = loadavg()
     t0 = time.perf_counter()
     processor = AutoProcessor.from_pretrained(p.resolved_model())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if p.load_format == "dummy":
         # Full-size shapes with random weights, as vLLM's dummy loader does: only the config is needed.
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(p.resolved_model())
-        model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, p.dtype)).eval()
+        with torch.device(device):  # initialise on the GPU: an 8B random init on the CPU takes minutes
+            model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, p.dtype)).eval()
     else:
         model = AutoModelForImageTextToText.from_pretrained(p.resolved_model(), dtype=p.dtype).eval()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     t_load = time.perf_counter() - t0
     gen, prompt_tokens = [], []
     for path in files:
         image = Image.open(path).convert("RGB")
-        inputs = processor(text=[prompt], images=[image], return_tensors="pt").to(device)
+        inputs = processor(text=[prompt], images=[image], return_tensors="pt").to(device, dtype=model.dtype)
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=p.max_tokens, min_new_tokens=p.max_tokens,
                                  do_sample=False)

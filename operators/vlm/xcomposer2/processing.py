@@ -95,7 +95,15 @@ class XComposer2DummyInputsBuilder(BaseDummyInputsBuilder[XComposer2ProcessingIn
 class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2ProcessingInfo]):
     """No Hugging Face processor exists for this family: pixels are made here."""
 
-    def _apply_hf_processor_main(self, mm_items, hf_processor_mm_kwargs) -> BatchFeature:
+    def _apply_hf_processor_main(self, *args, **kwargs):
+        # vLLM 0.29: (mm_items, hf_processor_mm_kwargs) -> pixels only. vLLM 0.24: (prompt, mm_items,
+        # mm_kwargs, tok_kwargs, *, enable_hf_prompt_update) -> (ids, pixels, applied): its base class
+        # tokenises and calls _call_hf_processor below, so defer to it.
+        if "prompt" in kwargs or len(args) > 2:
+            return super()._apply_hf_processor_main(*args, **kwargs)
+        return self._pixels(*args, **kwargs)
+
+    def _pixels(self, mm_items, hf_processor_mm_kwargs) -> BatchFeature:
         n = mm_items.get_all_counts().get("image", 0)
         if not n:
             return BatchFeature({})
