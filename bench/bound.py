@@ -95,9 +95,11 @@ def bound(shape: Shape, prompt_tokens: int, output_tokens: int, batch: int, peak
     t_vision, t_prefill = vision / peak_flops, prefill / peak_flops
     t_decode = output_tokens * max(decode_flops_step / peak_flops, decode_bytes_step / bandwidth)
     total = t_vision + t_prefill + t_decode
-    return {"images_per_s": round(1 / total, 1), "s_per_image": {"vision": t_vision, "prefill": t_prefill,
-            "decode": t_decode}, "tflop_per_image": round((vision + prefill + output_tokens * decode_flops_step) / 1e12, 2),
-            "decode_bound_by": "memory" if decode_bytes_step / bandwidth > decode_flops_step / peak_flops else "compute"}
+    memory_bound = decode_bytes_step / bandwidth > decode_flops_step / peak_flops
+    return {"images_per_s": round(1 / total, 1),
+            "s_per_image": {"vision": t_vision, "prefill": t_prefill, "decode": t_decode},
+            "tflop_per_image": round((vision + prefill + output_tokens * decode_flops_step) / 1e12, 2),
+            "decode_bound_by": "memory" if memory_bound else "compute"}
 
 
 def main() -> None:

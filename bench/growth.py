@@ -43,6 +43,9 @@ def compare(params: BenchParams, runs: int) -> dict:
             "driver_peak_rss_mib": median([r["driver_peak_rss_mib"] for r in rs]),
             "worker_peak_rss_mib": median([r["worker_peak_rss_mib"] for r in rs]),
             "cpu_worker_peak_rss_mib": median([r.get("cpu_worker_peak_rss_mib", 0.0) for r in rs]),
+            # RSS split: private anonymous memory vs touched pages of Ray's shared object store
+            "cpu_worker_peak_anon_mib": median([r.get("cpu_worker_peak_anon_mib", 0.0) for r in rs]),
+            "cpu_worker_peak_shmem_mib": median([r.get("cpu_worker_peak_shmem_mib", 0.0) for r in rs]),
             "descendants_peak_total_rss_mib": median([r["descendants_peak_total_rss_mib"] for r in rs]),
         }
     lo, hi = med[f"{scales[0]}x"], med[f"{scales[-1]}x"]
@@ -58,6 +61,7 @@ def compare(params: BenchParams, runs: int) -> dict:
         f"driver_peak_rss_{span}": ratio(hi["driver_peak_rss_mib"], lo["driver_peak_rss_mib"]),
         f"worker_peak_rss_{span}": ratio(hi["worker_peak_rss_mib"], lo["worker_peak_rss_mib"]),
         f"cpu_worker_peak_rss_{span}": ratio(hi["cpu_worker_peak_rss_mib"], lo["cpu_worker_peak_rss_mib"]),
+        f"cpu_worker_peak_anon_{span}": ratio(hi["cpu_worker_peak_anon_mib"], lo["cpu_worker_peak_anon_mib"]),
     }
     if len(scales) > 2:
         # Flat marginal cost: seconds per extra image from 1x to the largest over 1x to the next.
@@ -68,7 +72,7 @@ def compare(params: BenchParams, runs: int) -> dict:
         "marginal_s_per_image": marginal, "ratios": ratios,
         "targets": {f"steady_s_per_image_{span}": "<= 1 (flat or falling)", f"driver_peak_rss_{span}": "~1 (flat)",
                     f"worker_peak_rss_{span}": "~1 (flat)",
-                    f"cpu_worker_peak_rss_{span}": "~1 (flat)"},
+                    f"cpu_worker_peak_rss_{span}": "~1 (flat)", f"cpu_worker_peak_anon_{span}": "~1 (flat)"},
         "images_range": [lo_n, hi_n],
     }
 

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from bench.common import BenchParams, loadavg, make_corpus, peak_rss_mib
 from operators.caption import CaptionActor
@@ -70,14 +71,30 @@ class TimedCaptionActor(CaptionActor):
 
 
 class MemorySampler:
-    """Peak RSS of this process's descendants (Ray's raylet, workers, engine cores), sampled."""
+    """Peak RSS of this process's descendants (Ray's raylet, workers, engine cores), sampled.
+
+    Besides RSS, each process's private anonymous memory (``RssAnon``) and its resident shared
+    memory (``RssShmem``) are kept apart: a Ray worker's RSS counts the pages of the shared object
+    store it has touched (objects it wrote or read), which come and go with the store's contents,
+    while per-image state held by the process itself would show in ``RssAnon``.
+    """
 
     def __init__(self, interval_s: float = 0.25):
         self.interval_s = interval_s
         self.per_pid: dict[int, tuple[str, float]] = {}
+        self.split: dict[int, tuple[float, float]] = {}  # pid -> (peak RssAnon, peak RssShmem), MiB
         self.peak_total_mib = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _anon_shmem(pid: int) -> tuple[float, float] | None:
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                          if line.startswith(("RssAnon", "RssShmem")))
+            return tuple(int(fields[k].split()[0]) / 1024 for k in ("RssAnon", "RssShmem"))
+        except (OSError, KeyError, ValueError):
+            return None
 
     def _loop(self) -> None:
         import psutil
@@ -94,6 +111,10 @@ class MemorySampler:
                 total += rss
                 if rss > self.per_pid.get(proc.pid, ("", 0.0))[1]:
                     self.per_pid[proc.pid] = (name, rss)
+                split = self._anon_shmem(proc.pid)
+                if split:
+                    old = self.split.get(proc.pid, (0.0, 0.0))
+                    self.split[proc.pid] = (max(old[0], split[0]), max(old[1], split[1]))
             self.peak_total_mib = max(self.peak_total_mib, total)
 
     def __enter__(self) -> MemorySampler:
@@ -109,9 +130,15 @@ class MemorySampler:
         (fetch, decode, writer: where per-image state would pile up), all descendants together."""
         workers = [(n, r) for n, r in self.per_pid.values() if "gcs_server" not in n and "raylet" not in n]
         top = max(workers, key=lambda x: x[1], default=("", 0.0))
-        cpu = [r for n, r in workers if n.startswith("ray::") and not any(k in n for k in ("Caption", "VLLM"))]
+        cpu_pids = [pid for pid, (n, _) in self.per_pid.items()
+                    if n.startswith("ray::") and not any(k in n for k in ("Caption", "VLLM"))]
+        cpu = [self.per_pid[pid][1] for pid in cpu_pids]
         return {"worker_peak_rss_mib": round(top[1], 1), "worker_peak_process": top[0],
                 "cpu_worker_peak_rss_mib": round(max(cpu, default=0.0), 1),
+                "cpu_worker_peak_anon_mib": round(max((self.split.get(pid, (0, 0))[0] for pid in cpu_pids),
+                                                      default=0.0), 1),
+                "cpu_worker_peak_shmem_mib": round(max((self.split.get(pid, (0, 0))[1] for pid in cpu_pids),
+                                                       default=0.0), 1),
                 "descendants_peak_total_rss_mib": round(self.peak_total_mib, 1)}
 
 

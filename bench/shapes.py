@@ -69,8 +69,14 @@ def pad_vocab(directory: Path, vocab_size: int) -> int:
 
 def make_internvl2_8b(directory: Path) -> Path:
     """InternVL2-8B's dimensions in transformers' InternVL layout, the tiny processor at 448 px."""
-    from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLProcessor, InternVLVideoProcessor
-    from transformers import LlamaConfig, PreTrainedTokenizerFast
+    from transformers import (
+        GotOcr2ImageProcessorPil,
+        InternVLConfig,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        LlamaConfig,
+        PreTrainedTokenizerFast,
+    )
 
     from operators.vlm.tiny.internvl import CHAT_TEMPLATE, make_tiny_internvl
 

@@ -14,6 +14,8 @@ from bench.common import RESULTS
 
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- results -->", "<!-- /results -->"
+GPU_BEGIN, GPU_END = "<!-- gpu-results -->", "<!-- /gpu-results -->"
+GPU_RESULTS = RESULTS / "gpu"
 ORDER = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth")
 
 
@@ -39,6 +41,8 @@ def _figures(name: str, body: dict) -> str:
                  + (f" ({m['steady_s_per_image']:.4f} steady)" if m.get("steady_s_per_image") else "")
                  + f", driver {m['driver_peak_rss_mib']:.0f} MiB, engine worker {m['worker_peak_rss_mib']:.0f} MiB"
                  + (f", CPU worker {m['cpu_worker_peak_rss_mib']:.0f} MiB" if "cpu_worker_peak_rss_mib" in m else "")
+                 + (f" ({m['cpu_worker_peak_anon_mib']:.0f} private, "
+                    f"{m['cpu_worker_peak_shmem_mib']:.0f} object store)" if m.get("cpu_worker_peak_anon_mib") else "")
                  for k, m in med.items()]
         marg = body.get("marginal_s_per_image", {})
         return "; ".join(parts) + "; marginal s/img " + ", ".join(f"{k} {v}" for k, v in marg.items())
@@ -78,15 +82,49 @@ def table(results_dir: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
+def gpu_table(results_dir: Path = GPU_RESULTS) -> str:
+    """Every GPU result (``results/gpu/<name>-<device>-<shape>-<date>.json``) with the roofline beside it."""
+    from bench.bound import PEAKS, SHAPES, bound
+
+    lines = ["| bench | shape | ratio | value | target | runs/side | images | tokens in/out | images/s per side "
+             "| roofline images/s (datasheet / measured peaks) | device | date (UTC) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for path in sorted(results_dir.glob("*.json")):
+        body = json.loads(path.read_text())
+        p, med = body["params"], body["medians"]
+        shape = p["model_id"].removeprefix("shape:")
+        tokens_in = next((m["prompt_tokens_per_image"] for m in med.values() if "prompt_tokens_per_image" in m), None)
+        roof = ""
+        if shape in SHAPES and tokens_in:
+            roof = " / ".join(str(bound(SHAPES[shape], round(tokens_in), p["max_tokens"], p["max_num_seqs"], *peak)
+                                  ["images_per_s"]) for peak in PEAKS.values())
+        sides = "; ".join(f"{side}: " + ", ".join(f"{label} {m[k]:.1f}" for k, label in
+                                                  (("steady_images_per_s", "steady"), ("span_images_per_s", "span"))
+                                                  if k in m) for side, m in med.items())
+        for key, value in body["ratios"].items():
+            first = key == next(iter(body["ratios"]))
+            lines.append(f"| {body['name']} | {shape} | {key} | {value} | {body.get('targets', {}).get(key, '')} | "
+                         f"{body['runs_per_side']} | {p['num_images']} | {tokens_in}/{p['max_tokens']} | "
+                         f"{sides if first else ''} | {roof if first else ''} | {body['machine']['gpu']} | "
+                         f"{body['utc'][:16]} |")
+    return "\n".join(lines)
+
+
+def _replace(readme: str, begin: str, end: str, text: str) -> str:
+    head, _, rest = readme.partition(begin)
+    _, _, tail = rest.partition(end)
+    return f"{head}{begin}\n{text}\n{end}{tail}"
+
+
 def main(argv: list[str]) -> int:
-    text = table()
+    text, gpu = table(), gpu_table()
     if "--write" in argv:
-        readme = README.read_text()
-        head, _, rest = readme.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+        readme = _replace(README.read_text(), BEGIN, END, text)
+        if GPU_BEGIN in readme:
+            readme = _replace(readme, GPU_BEGIN, GPU_END, gpu)
+        README.write_text(readme)
     else:
-        print(text)
+        print(text + "\n\n" + gpu)
     return 0
 
 
