@@ -6,8 +6,8 @@ Usage::
     python -m bench.run overhead vs_ray_llm --runs 5
     python -m bench.run overhead --num-images 8 --runs 1 --results-dir /tmp/r   # a smoke run
     # GPU machine, full-size shapes with random weights (no download of weights needed, config only):
-    python -m bench.run overhead vs_ray_llm vs_transformers --model-id OpenGVLab/InternVL3-8B-hf \
-        --load-format dummy --dtype bfloat16 --gpus-per-engine 1 --max-num-seqs 64 --batch-size 64
+    python -m bench.run overhead vs_ray_llm vs_transformers --model-id shape:internvl2-8b \
+        --load-format dummy --dtype bfloat16 --gpus-per-engine 1 --num-cpus 16 --max-num-seqs 256 --batch-size 64
 """
 
 from __future__ import annotations
