@@ -51,6 +51,10 @@ def engine_args(model: ModelConfig, family: ModelFamily) -> dict:
         limit_mm_per_prompt={"image": e.limit_images_per_prompt},
         load_format=e.load_format,
         seed=e.seed,
+        # vLLM's own per-step statistics (scheduler stats, Prometheus histograms, the 5-second log
+        # line) cost CPU in the engine core and the front end on every step and nothing here reads
+        # them (run metrics are operators/metrics.py's). ``vllm.LLM`` turns them off by default too.
+        disable_log_stats=True,
     )
     if _on_cpu():
         args["enforce_eager"] = True
@@ -58,8 +62,14 @@ def engine_args(model: ModelConfig, family: ModelFamily) -> dict:
 
 
 def sampling_params(sampling: SamplingConfig, family: ModelFamily):
-    """``vllm.SamplingParams`` for the spec's sampling settings and the family's stop strings."""
+    """``vllm.SamplingParams`` for the spec's sampling settings and the family's stop strings.
+
+    Only each request's final output is produced (what ``LLM.generate`` asks for too): the
+    default, a cumulative output per generated token, makes the engine's front end build and
+    queue a result object per request per step, CPU that the engine's own processes need.
+    """
     from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
 
     return SamplingParams(
         max_tokens=sampling.max_tokens,
@@ -70,6 +80,7 @@ def sampling_params(sampling: SamplingConfig, family: ModelFamily):
         seed=sampling.seed,
         ignore_eos=sampling.ignore_eos,
         stop=list(family.stop),
+        output_kind=RequestOutputKind.FINAL_ONLY,
     )
 
 
@@ -82,8 +93,35 @@ class VLLMEngine:
         import vllm
 
         self.name = f"vllm-{vllm.__version__}"
-        self._engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(**engine_args(model, family)))
+        from vllm.usage.usage_lib import UsageContext
+
+        # Batch captioning is offline work: take vLLM's offline defaults, as ``vllm.LLM`` does.
+        # The engine's own default context sizes the scheduler for a server: on CPU half the
+        # tokens per step (2048 against 4096), on an H100 an eighth (2048 against 16384), so a
+        # wave of image prompts takes several times more steps to prefill.
+        self._engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(**engine_args(model, family)),
+                                                            usage_context=UsageContext.LLM_CLASS)
         self._params = sampling_params(sampling, family)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Pay the front end's first-request costs now, before the actor reports ready.
+
+        ``vllm.LLM()`` does this in its constructor (``renderer.warmup``: the multimodal
+        processor's lazy set-up, run on a dummy input, then its cache cleared); ``AsyncLLM``
+        leaves it to the first request, ~70 ms on a 2-core CPU that would land in the first
+        wave of batches. Synchronous and loop-free, so the engine's asyncio parts stay unbound
+        until Ray Data's event loop sends the first batch.
+        """
+        renderer = getattr(self._engine, "renderer", None)
+        if renderer is None or not hasattr(renderer, "warmup"):
+            return  # another vLLM version: nothing to warm this way
+        from vllm.renderers.params import ChatParams
+
+        try:
+            renderer.warmup(ChatParams())
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first request time
+            log.warning("engine front-end warm-up failed: %s", error_text(exc))
 
     async def _one(self, request: GenerationRequest) -> GenerationResult:
         prompt: dict = {"prompt": request.prompt}
