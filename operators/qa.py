@@ -22,7 +22,7 @@ from operators.caption import make_engine
 from operators.draw import draw
 from operators.postcheck import check_generation
 from operators.rows import set_columns
-from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest
+from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest, request_image
 from operators.vlm.registry import get_family
 from schemas import columns as C
 from schemas.dataset_records import QA_PAIR
@@ -86,8 +86,6 @@ class QAActor(EngineActor):
             os._exit(1)
 
     async def __call__(self, table: pa.Table) -> pa.Table:
-        from PIL import Image
-
         n = table.num_rows
         statuses = table.column(C.STATUS).to_pylist()
         ids = table.column(C.ID).to_pylist()
@@ -99,8 +97,8 @@ class QAActor(EngineActor):
         if todo:
             pixels = table.column(self.pixels_column)
             widths, heights = table.column(C.WIDTH).to_pylist(), table.column(C.HEIGHT).to_pylist()
-            images = {i: Image.frombuffer("RGB", (widths[i], heights[i]), pixels[i].as_buffer(), "raw", "RGB", 0, 1)
-                      for i in todo}
+            as_array = getattr(self.engine, "takes_arrays", False)
+            images = {i: request_image(pixels[i].as_buffer(), widths[i], heights[i], as_array) for i in todo}
         questions: dict[int, list[tuple[str, str]]] = {}
         generate = []
         for i in todo:

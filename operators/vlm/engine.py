@@ -8,16 +8,18 @@ from typing import TYPE_CHECKING, Protocol
 from schemas.status import Status
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt with its images."""
+    """One prompt with its images: PIL images, or H x W x 3 uint8 RGB arrays for an engine
+    whose ``takes_arrays`` is true (see :func:`request_image`)."""
 
     request_id: str
     prompt: str
-    images: tuple[Image.Image, ...]
+    images: tuple[Image.Image | np.ndarray, ...]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Engine(Protocol):
     """An inference engine living inside one actor.
 
     ``generate`` may be awaited by several batches at once; the engine batches across them.
+    ``takes_arrays`` (optional, false when absent): requests may carry images as H x W x 3
+    uint8 arrays instead of PIL images.
     """
 
     name: str
@@ -47,6 +51,29 @@ class Engine(Protocol):
     def shutdown(self) -> None:
         """Release the model and any child processes."""
         ...
+
+
+# Heights that Hugging Face image processors would read as a channel axis in an H x W x 3 array.
+_AMBIGUOUS_HEIGHTS = (1, 3, 4)
+
+
+def request_image(buffer, width: int, height: int, as_array: bool) -> Image.Image | np.ndarray:
+    """One row's packed RGB pixels (``width * height * 3`` bytes) as a request image.
+
+    ``as_array``: an H x W x 3 uint8 NumPy view of ``buffer`` (no copy; engines only read it, and
+    it keeps ``buffer`` alive), except for heights 1, 3 and 4, which image processors take for a
+    channel axis. Otherwise a PIL image (a copy, which the engine's processor converts back).
+
+    Raises:
+        ValueError: ``buffer`` does not hold ``width`` x ``height`` RGB pixels.
+    """
+    if as_array and height not in _AMBIGUOUS_HEIGHTS:
+        import numpy as np
+
+        return np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
+    from PIL import Image
+
+    return Image.frombuffer("RGB", (width, height), buffer, "raw", "RGB", 0, 1)
 
 
 class EngineDead(RuntimeError):

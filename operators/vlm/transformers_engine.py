@@ -21,6 +21,8 @@ _DTYPES = {"auto": "auto", "bfloat16": "bfloat16", "float16": "float16", "float3
 class TransformersEngine:
     """``AutoModelForImageTextToText.generate`` behind the engine contract."""
 
+    takes_arrays = False  # the reference path keeps the model cards' PIL inputs
+
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, family: ModelFamily):
         import torch
         import transformers

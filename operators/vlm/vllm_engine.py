@@ -87,6 +87,10 @@ def sampling_params(sampling: SamplingConfig, family: ModelFamily):
 class VLLMEngine:
     """An ``AsyncLLM`` for one model, with per-request statuses."""
 
+    # vLLM takes H x W x 3 uint8 arrays as images and hashes and processes them without the
+    # copies a PIL image costs (PIL -> bytes for the cache key, PIL -> tensor for the processor).
+    takes_arrays = True
+
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, family: ModelFamily):
         if _on_cpu():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(model.engine.cpu_kvcache_gib))

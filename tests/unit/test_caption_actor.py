@@ -92,3 +92,51 @@ def test_a_row_with_bad_pixels_fails_alone():
     rows = {r[C.ID]: r for r in out.to_pylist()}
     assert rows["good"][C.STATUS] == "ok"
     assert rows["bad"][C.STATUS] == "generation_error" and rows["bad"][C.ERROR]
+
+
+class ArrayEngine(FakeEngine):
+    """An engine that takes images as arrays (like the vLLM engine)."""
+
+    takes_arrays = True
+
+    async def generate(self, requests):
+        self.seen = [r.images[0] for r in requests]
+        return [GenerationResult("ok text", 30, 2, "stop") for _ in requests]
+
+
+def test_an_array_engine_gets_array_views_and_a_bad_row_still_fails_alone():
+    import numpy as np
+
+    t = batch(["good", "bad"], ["ok", "ok"])
+    t = t.set_column(t.column_names.index(C.WIDTH), C.WIDTH, pa.array([4, 400]))
+    engine = ArrayEngine({})
+    out = asyncio.run(actor(engine)(t))
+    rows = {r[C.ID]: r for r in out.to_pylist()}
+    assert rows["good"][C.STATUS] == "ok" and rows["bad"][C.STATUS] == "generation_error"
+    (image,) = engine.seen
+    assert isinstance(image, np.ndarray) and image.shape == (2, 4, 3) and image.dtype == np.uint8
+
+
+def test_request_image_array_view_pil_copy_and_ambiguous_heights():
+    import numpy as np
+    from PIL import Image
+
+    from operators.vlm.engine import request_image
+
+    pixels = pa.array([bytes(range(5 * 2 * 3))], type=pa.binary())
+    buf = pixels[0].as_buffer()
+    view = request_image(buf, 2, 5, as_array=True)
+    assert view.shape == (5, 2, 3)
+    assert np.shares_memory(view, np.frombuffer(buf, dtype=np.uint8))  # no copy of the pixels
+    pil = request_image(buf, 2, 5, as_array=False)
+    assert isinstance(pil, Image.Image) and pil.size == (2, 5)
+    assert np.array_equal(np.asarray(pil), view)
+    # Heights an image processor would read as channels go as PIL images even to array engines.
+    short = pa.array([bytes(4 * 3 * 3)], type=pa.binary())[0].as_buffer()
+    assert isinstance(request_image(short, 4, 3, as_array=True), Image.Image)
+    try:
+        request_image(buf, 4, 5, as_array=True)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a buffer of the wrong size must raise ValueError")
