@@ -46,7 +46,7 @@ class BenchParams:
     # Engine and batching settings: the spec's defaults, on both sides.
     max_num_seqs: int = 64
     batch_size: int = 16
-    batches_in_flight: int = 4
+    batches_in_flight: int | None = None  # None: the spec's default (twice max_num_seqs in flight)
     cpu_batch_size: int = 32
     num_cpus: int = 2
     gpus_per_engine: float = 0

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                  "max_model_len", "max_num_seqs", "batch_size", "batches_in_flight", "cpu_batch_size",
                  "num_cpus", "gpus_per_engine", "engine"):
         value = getattr(defaults, name)
-        kind = type(value) if value is not None else str
+        kind = type(value) if value is not None else (int if name == "batches_in_flight" else str)
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, dest=name)
     args = parser.parse_args(argv)
     fields = {k: v for k, v in vars(args).items() if k in BenchParams.__dataclass_fields__}

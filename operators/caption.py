@@ -166,21 +166,31 @@ class CaptionOperator(Operator):
         get_family(self.model.family)  # KeyError names the known families
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        import ray.data
+        return engine_pool(ds, CaptionActor, self.resources, self.model,
+                           dict(model=self.model, sampling=self.sampling, caption=self.caption,
+                                provenance=self.provenance, pixels_column=self.pixels_column,
+                                keep_pixels=self.keep_pixels))
 
-        r = self.resources
-        gpus = r.gpus_per_engine * self.model.engine.tensor_parallel_size
-        res = Resources(num_cpus=r.cpus_per_engine, num_gpus=gpus)
-        return ds.map_batches(
-            CaptionActor,
-            fn_constructor_kwargs=dict(model=self.model, sampling=self.sampling, caption=self.caption,
-                                       provenance=self.provenance, pixels_column=self.pixels_column,
-                                       keep_pixels=self.keep_pixels),
-            batch_size=r.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=r.num_engines,
-                                               max_tasks_in_flight_per_actor=2 * r.batches_in_flight),
-            max_concurrency=r.batches_in_flight,
-            udf_modifying_row_count=False,
-            **res.ray_args(),
-        )
+
+def engine_pool(ds: ray.data.Dataset, actor_cls: type, resources: ResourcesConfig, model: ModelConfig,
+                constructor_kwargs: dict) -> ray.data.Dataset:
+    """``ds`` through a fixed pool of ``actor_cls`` engine actors (one engine each), rows kept in order.
+
+    Each actor works on ``resources.in_flight(max_num_seqs)`` batches at once (its async
+    ``__call__``), and Ray Data may queue as many again, so the engine never waits on the CPU.
+    """
+    import ray.data
+
+    r = resources
+    in_flight = r.in_flight(model.engine.max_num_seqs)
+    res = Resources(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine * model.engine.tensor_parallel_size)
+    return ds.map_batches(
+        actor_cls,
+        fn_constructor_kwargs=constructor_kwargs,
+        batch_size=r.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=r.num_engines, max_tasks_in_flight_per_actor=2 * in_flight),
+        max_concurrency=in_flight,
+        udf_modifying_row_count=False,
+        **res.ray_args(),
+    )

