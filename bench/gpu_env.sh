@@ -6,9 +6,9 @@
 #
 # For machines whose torch the vLLM wheel matches (vLLM 0.24.0 <-> torch 2.11.0+cu130): the wheels go
 # into their own --target folder, with no dependency resolution, so the machine's torch, numpy and
-# transformers are kept. Build the parts where pip reaches PyPI: download vllm==0.24.0, ray==2.60.0 and
-# whatever they need that the machine lacks (`pip download --no-deps --python-version 3.12 ...`), tar
-# the wheels and `split -b 60m` the tar (the device tool carries 64 MiB a call).
+# transformers are kept. Build the parts where pip reaches PyPI: `python bench/gpu_wheels.py PARTS_DIR`
+# (vLLM 0.24.0, Ray 2.60.0 and what they need that the machine lacks, tarred and split into 60 MiB
+# parts: the device tool carries 64 MiB a call). Carry the parts one per call into one folder there.
 # vlmbatch's vLLM plugin (XComposer2) is registered through a hand-written dist-info: its entry point.
 set -euo pipefail
 SITE=${VLMBATCH_GPU_SITE:-/root/vlmbatch-site}
