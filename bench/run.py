@@ -17,6 +17,7 @@ import importlib
 import json
 import sys
 import time
+import typing
 from pathlib import Path
 
 from bench.common import RESULTS, BenchParams, loadavg, write_result
@@ -32,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", type=json.loads, default={},
                         help='JSON of per-bench knobs: {"growth_base": 8, "growth_scales": [1, 4, 16], '
                              '"preprocess_images": 128}')
-    defaults = BenchParams()
+    defaults, hints = BenchParams(), typing.get_type_hints(BenchParams)
     for name in ("family", "model_id", "load_format", "dtype", "num_images", "image_side", "max_tokens",
                  "max_model_len", "max_num_seqs", "batch_size", "batches_in_flight", "cpu_batch_size",
                  "num_cpus", "gpus_per_engine", "engine"):
-        value = getattr(defaults, name)
-        kind = type(value) if value is not None else (int if name == "batches_in_flight" else str)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, dest=name)
+        # The field's own type; for an optional field (``int | None``), the type that is not None.
+        kind = next(t for t in (typing.get_args(hints[name]) or (hints[name],)) if t is not type(None))
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name), dest=name)
     args = parser.parse_args(argv)
     fields = {k: v for k, v in vars(args).items() if k in BenchParams.__dataclass_fields__}
     params = BenchParams(**fields)

@@ -47,6 +47,7 @@ def pad_vocab(directory: Path, vocab_size: int) -> int:
     merges: list = model["merges"]
     next_id = max([*vocab.values(), *(t["id"] for t in data.get("added_tokens", []))]) + 1
     alphabet = sorted((tok for tok in vocab if len(tok) == 1), key=vocab.__getitem__)
+    pairs_as_lists = bool(merges) and isinstance(merges[0], list)  # tokenizers writes either form
     # Pairs first, then a pair plus a symbol: enough for any published vocabulary size.
     frontier = list(alphabet)
     while next_id < vocab_size:
@@ -59,12 +60,19 @@ def pad_vocab(directory: Path, vocab_size: int) -> int:
                 if tok in vocab:
                     continue
                 vocab[tok] = next_id
-                merges.append([left, right] if merges and isinstance(merges[0], list) else f"{left} {right}")
+                merges.append([left, right] if pairs_as_lists else f"{left} {right}")
                 grown.append(tok)
                 next_id += 1
         frontier = grown
     path.write_text(json.dumps(data, ensure_ascii=False))
     return next_id
+
+
+def _weightless(directory: Path, vocab_size: int) -> int:
+    """Drop the tiny model's weights from ``directory`` and pad its tokenizer; returns the vocabulary size."""
+    for weights in directory.glob("*.safetensors*"):
+        weights.unlink()
+    return pad_vocab(directory, vocab_size)
 
 
 def make_internvl2_8b(directory: Path) -> Path:
@@ -80,10 +88,8 @@ def make_internvl2_8b(directory: Path) -> Path:
 
     from operators.vlm.tiny.internvl import CHAT_TEMPLATE, make_tiny_internvl
 
-    make_tiny_internvl(directory)  # tokenizer, chat template, processor files (its weights are removed below)
-    for weights in directory.glob("*.safetensors*"):
-        weights.unlink()
-    vocab = pad_vocab(directory, 92553)
+    make_tiny_internvl(directory)  # tokenizer, chat template, processor files
+    vocab = _weightless(directory, 92553)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory))
     assert len(tokenizer) == vocab, (len(tokenizer), vocab)
     text = LlamaConfig(vocab_size=vocab, tie_word_embeddings=False, bos_token_id=None,
@@ -109,9 +115,7 @@ def make_xcomposer2_7b(directory: Path, variant: str = "vl") -> Path:
     from operators.vlm.xcomposer2.config import InternLMXComposer2Config
 
     make_tiny_xcomposer2(directory, variant)
-    for weights in directory.glob("*.safetensors*"):
-        weights.unlink()
-    vocab = pad_vocab(directory, 92544)
+    vocab = _weightless(directory, 92544)
     config = InternLMXComposer2Config(vocab_size=vocab, xcomposer_variant=variant,
                                       hd_num=9 if variant == "4khd" else None)
     config.architectures = ["InternLMXComposer2ForCausalLM"]
@@ -120,10 +124,11 @@ def make_xcomposer2_7b(directory: Path, variant: str = "vl") -> Path:
     return directory
 
 
+# Shape name -> builder; run each with the family of the same prefix (--family internvl, xcomposer2-vl, ...).
 SHAPES = {
-    "internvl2-8b": ("internvl", make_internvl2_8b),
-    "xcomposer2-vl-7b": ("xcomposer2-vl", lambda d: make_xcomposer2_7b(d, "vl")),
-    "xcomposer2-4khd-7b": ("xcomposer2-4khd", lambda d: make_xcomposer2_7b(d, "4khd")),
+    "internvl2-8b": make_internvl2_8b,
+    "xcomposer2-vl-7b": lambda d: make_xcomposer2_7b(d, "vl"),
+    "xcomposer2-4khd-7b": lambda d: make_xcomposer2_7b(d, "4khd"),
 }
 
 
@@ -133,7 +138,7 @@ def shape_dir(name: str, cache: Path) -> Path:
         raise SystemExit(f"unknown shape {name!r}; known: {', '.join(SHAPES)}")
     directory = cache / "models" / f"shape-{name}"
     if not (directory / ".complete").exists():
-        SHAPES[name][1](directory)
+        SHAPES[name](directory)
         (directory / ".complete").write_text("ok\n")
     return directory
 
@@ -141,4 +146,4 @@ def shape_dir(name: str, cache: Path) -> Path:
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
-    print(SHAPES[sys.argv[1]][1](Path(sys.argv[2])))
+    print(SHAPES[sys.argv[1]](Path(sys.argv[2])))
