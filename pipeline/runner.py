@@ -8,7 +8,7 @@ import os
 from pipeline.build import caption_pipeline, caption_sink, new_run_id
 from pipeline.commit import read_manifest
 from schemas.manifest import Manifest
-from schemas.spec import JobSpec, RunConfig
+from schemas.spec import JobSpec, ResourcesConfig, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,18 @@ def init_ray(run: RunConfig) -> None:
     ray.init(**kwargs)
 
 
-def configure_data_context(run: RunConfig) -> None:
-    """Ray Data settings for a run: progress bars on (off by default under Ray Jobs)."""
+def configure_data_context(run: RunConfig, resources: ResourcesConfig | None = None) -> None:
+    """Ray Data settings for a run: progress bars, block errors fatal, the object-store budget.
+
+    The budget (``resources.object_store_memory``) is set on every call, the default included, so a
+    process that runs several jobs does not carry one job's budget into the next.
+    """
     import ray.data
+    from ray.data import ExecutionResources
 
     ctx = ray.data.DataContext.get_current()
+    budget = resources.object_store_memory if resources is not None else None
+    ctx.execution_options.resource_limits = ExecutionResources.for_limits(object_store_memory=budget)
     ctx.enable_progress_bars = run.progress_bars
     ctx.enable_operator_progress_bars = run.progress_bars
     # A failure of one block must never fail the job silently: UDFs turn row errors into
@@ -77,6 +84,6 @@ def run_job(spec: JobSpec, run_id: str | None = None, skip_ids: list[str] | None
         log.info("nothing new to process for run %s", run_id)
         return None
     init_ray(spec.run)
-    configure_data_context(spec.run)
+    configure_data_context(spec.run, spec.resources)
     log.info("run %s: %s -> %s", run_id, pipe.describe(), sink.run_root)
     return pipe.write(sink)

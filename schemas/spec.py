@@ -217,6 +217,14 @@ class ResourcesConfig(_Strict):
         "max_num_seqs (at least 2), so its queue still holds work while a finished batch is replaced.",
     )
     cpu_batch_size: int = Field(32, ge=1, description="Rows per batch in fetch and decode tasks.")
+    object_store_memory: int | None = Field(
+        None, ge=64 * 1024 * 1024,
+        description="Bytes of Ray's object store the run's blocks may hold at once (fetched bytes and decoded "
+        "pixels waiting for the engines, results waiting for the sink); fetch and decode pause when it is "
+        "full. None: Ray Data's default, half the object store, which decoding faster than the engines fills "
+        "with pixels. Give at least 4x the pixels the engines have in flight (num_engines x batch_size x "
+        "batches_in_flight x decoded image bytes, ~0.6 MB at 448 px): less starves them (bench/README.md, growth).",
+    )
 
     def in_flight(self, max_num_seqs: int) -> int:
         """Batches in flight per engine actor: the spec's value, else ``ceil(2 * max_num_seqs / batch_size)``.

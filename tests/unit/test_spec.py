@@ -103,3 +103,19 @@ def test_batches_in_flight_default_is_twice_the_engine_slots():
     assert ResourcesConfig(batch_size=100).in_flight(64) == 2  # ceil(128 / 100), never fewer than 2
     assert ResourcesConfig(batch_size=16).in_flight(1) == 2
     assert ResourcesConfig(batches_in_flight=3).in_flight(256) == 3  # an explicit value wins
+
+
+def test_object_store_budget_reaches_ray_data_and_is_reset_by_the_next_run():
+    import ray.data
+
+    from pipeline.runner import configure_data_context
+    from schemas.spec import ResourcesConfig, RunConfig
+
+    limits = lambda: ray.data.DataContext.get_current().execution_options.resource_limits  # noqa: E731
+    configure_data_context(RunConfig(), ResourcesConfig(object_store_memory=256 * 2**20))
+    assert limits().object_store_memory == 256 * 2**20
+    # A later job in the same process without a budget gets Ray Data's default back, not the old cap.
+    configure_data_context(RunConfig(), ResourcesConfig())
+    assert limits().object_store_memory == float("inf")
+    with pytest.raises(ValueError, match="object_store_memory"):
+        ResourcesConfig(object_store_memory=1024)  # below 64 MiB: refused, not a stalled pipeline
