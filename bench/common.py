@@ -48,6 +48,7 @@ class BenchParams:
     batch_size: int = 16
     batches_in_flight: int | None = None  # None: the spec's default (twice max_num_seqs in flight)
     cpu_batch_size: int = 32
+    object_store_memory: int | None = None  # None: the spec's default (Ray Data's, half the object store)
     num_cpus: int = 2
     gpus_per_engine: float = 0
     # The vlmbatch side's engine: 'vllm' for every reported figure; 'transformers' only makes smoke runs quick.
@@ -208,6 +209,28 @@ def peak_rss_mib() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def malloc_in_use_mib() -> dict | None:
+    """This process's C heap now (glibc ``mallinfo2``, MiB): bytes in use, and freed bytes kept.
+
+    RSS is a high-water mark that also counts memory freed but not returned to the system
+    (fragmentation from many short-lived blocks); bytes in use are what the process actually
+    holds. None where the C library has no ``mallinfo2`` (not glibc, or glibc before 2.33).
+    """
+    import ctypes
+
+    class _MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                    "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    m = fn()
+    return {"in_use_mib": round((m.uordblks + m.hblkhd) / 2**20, 1), "free_kept_mib": round(m.fordblks / 2**20, 1)}
 
 
 def interleaved(module: str, sides: list[str], params: BenchParams, runs: int) -> dict[str, list[dict]]:

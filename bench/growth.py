@@ -47,6 +47,9 @@ def compare(params: BenchParams, runs: int) -> dict:
             "cpu_worker_peak_anon_mib": median([r.get("cpu_worker_peak_anon_mib", 0.0) for r in rs]),
             "cpu_worker_peak_shmem_mib": median([r.get("cpu_worker_peak_shmem_mib", 0.0) for r in rs]),
             "descendants_peak_total_rss_mib": median([r["descendants_peak_total_rss_mib"] for r in rs]),
+            **{k: median([r.get(k) or 0.0 for r in rs]) for k in (
+                "driver_peak_anon_mib", "driver_peak_shmem_mib", "worker_peak_anon_mib", "worker_peak_shmem_mib",
+                "driver_heap_in_use_mib", "driver_heap_free_kept_mib")},
         }
     lo, hi = med[f"{scales[0]}x"], med[f"{scales[-1]}x"]
     lo_n, hi_n = lo["images"], hi["images"]
@@ -62,6 +65,9 @@ def compare(params: BenchParams, runs: int) -> dict:
         f"worker_peak_rss_{span}": ratio(hi["worker_peak_rss_mib"], lo["worker_peak_rss_mib"]),
         f"cpu_worker_peak_rss_{span}": ratio(hi["cpu_worker_peak_rss_mib"], lo["cpu_worker_peak_rss_mib"]),
         f"cpu_worker_peak_anon_{span}": ratio(hi["cpu_worker_peak_anon_mib"], lo["cpu_worker_peak_anon_mib"]),
+        f"driver_peak_anon_{span}": ratio(hi["driver_peak_anon_mib"], lo["driver_peak_anon_mib"]),
+        f"driver_heap_in_use_{span}": ratio(hi["driver_heap_in_use_mib"], lo["driver_heap_in_use_mib"]),
+        f"worker_peak_anon_{span}": ratio(hi["worker_peak_anon_mib"], lo["worker_peak_anon_mib"]),
     }
     if len(scales) > 2:
         # Flat marginal cost: seconds per extra image from 1x to the largest over 1x to the next.
@@ -72,7 +78,9 @@ def compare(params: BenchParams, runs: int) -> dict:
         "marginal_s_per_image": marginal, "ratios": ratios,
         "targets": {f"steady_s_per_image_{span}": "<= 1 (flat or falling)", f"driver_peak_rss_{span}": "~1 (flat)",
                     f"worker_peak_rss_{span}": "~1 (flat)",
-                    f"cpu_worker_peak_rss_{span}": "~1 (flat)", f"cpu_worker_peak_anon_{span}": "~1 (flat)"},
+                    f"cpu_worker_peak_rss_{span}": "~1 (flat)", f"cpu_worker_peak_anon_{span}": "~1 (flat)",
+                    f"driver_peak_anon_{span}": "~1 (flat)", f"driver_heap_in_use_{span}": "~1 (flat)",
+                    f"worker_peak_anon_{span}": "~1 (flat)"},
         "images_range": [lo_n, hi_n],
     }
 

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.common import BenchParams, loadavg, make_corpus, peak_rss_mib
+from bench.common import BenchParams, loadavg, make_corpus, malloc_in_use_mib, peak_rss_mib
 from operators.caption import CaptionActor
 
 STAMPS_ENV = "VLMBATCH_BENCH_STAMPS"
@@ -84,6 +84,7 @@ class MemorySampler:
         self.per_pid: dict[int, tuple[str, float]] = {}
         self.split: dict[int, tuple[float, float]] = {}  # pid -> (peak RssAnon, peak RssShmem), MiB
         self.peak_total_mib = 0.0
+        self.driver_split = (0.0, 0.0)  # this process's peak (RssAnon, RssShmem), MiB
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -102,6 +103,9 @@ class MemorySampler:
         me = psutil.Process()
         while not self._stop.wait(self.interval_s):
             total = 0.0
+            split = self._anon_shmem(me.pid)  # the driver: its own private memory vs object-store pages
+            if split:
+                self.driver_split = tuple(max(a, b) for a, b in zip(self.driver_split, split, strict=True))
             for proc in me.children(recursive=True):
                 try:
                     rss = proc.memory_info().rss / 2**20
@@ -130,15 +134,20 @@ class MemorySampler:
         (fetch, decode, writer: where per-image state would pile up), all descendants together."""
         workers = [(n, r) for n, r in self.per_pid.values() if "gcs_server" not in n and "raylet" not in n]
         top = max(workers, key=lambda x: x[1], default=("", 0.0))
+        top_pid = next((pid for pid, v in self.per_pid.items() if v == top), None)
         cpu_pids = [pid for pid, (n, _) in self.per_pid.items()
                     if n.startswith("ray::") and not any(k in n for k in ("Caption", "VLLM"))]
         cpu = [self.per_pid[pid][1] for pid in cpu_pids]
         return {"worker_peak_rss_mib": round(top[1], 1), "worker_peak_process": top[0],
+                "worker_peak_anon_mib": round(self.split.get(top_pid, (0, 0))[0], 1),
+                "worker_peak_shmem_mib": round(self.split.get(top_pid, (0, 0))[1], 1),
                 "cpu_worker_peak_rss_mib": round(max(cpu, default=0.0), 1),
                 "cpu_worker_peak_anon_mib": round(max((self.split.get(pid, (0, 0))[0] for pid in cpu_pids),
                                                       default=0.0), 1),
                 "cpu_worker_peak_shmem_mib": round(max((self.split.get(pid, (0, 0))[1] for pid in cpu_pids),
                                                        default=0.0), 1),
+                "driver_peak_anon_mib": round(self.driver_split[0], 1),
+                "driver_peak_shmem_mib": round(self.driver_split[1], 1),
                 "descendants_peak_total_rss_mib": round(self.peak_total_mib, 1)}
 
 
@@ -159,7 +168,8 @@ def job_spec(p: BenchParams, corpus: str, sink: str):
         "postcheck": {"truncated": False, "repetition": False},
         "sink": {"uri": sink},
         "resources": {"num_engines": 1, "gpus_per_engine": p.gpus_per_engine, "batch_size": p.batch_size,
-                      "batches_in_flight": p.batches_in_flight, "cpu_batch_size": p.cpu_batch_size},
+                      "batches_in_flight": p.batches_in_flight, "cpu_batch_size": p.cpu_batch_size,
+                      "object_store_memory": p.object_store_memory},
         "run": {"num_cpus": p.num_cpus, "progress_bars": False},
     })
 
@@ -192,6 +202,8 @@ def vlmbatch_side(p: BenchParams) -> dict:
             t_ray = time.perf_counter() - t0
             manifest = run_job(spec, run_id="bench-run")
             wall = time.perf_counter() - t0
+        driver_peak = peak_rss_mib()  # before the bench itself reads the output back
+        heap = malloc_in_use_mib() or {}  # what the driver still holds once the run is committed
         table = read_committed(f"{sink}/bench-run")
         statuses = table.column(C.STATUS).to_pylist()
         tokens = table.column(C.NUM_GENERATED_TOKENS).to_pylist()
@@ -208,7 +220,8 @@ def vlmbatch_side(p: BenchParams) -> dict:
         "wall_s": round(wall, 3),
         "ray_init_s": round(t_ray, 3), "images_per_s": round(ok / wall, 4), **rates,
         "generated_tokens": sum(t or 0 for t in tokens), "prompt_tokens_per_image": _mean(prompt_tokens),
-        "manifest_wall_s": manifest.summary.wall_s, "driver_peak_rss_mib": peak_rss_mib(), **mem.summary(),
+        "manifest_wall_s": manifest.summary.wall_s, "driver_peak_rss_mib": driver_peak, **mem.summary(),
+        "driver_heap_in_use_mib": heap.get("in_use_mib"), "driver_heap_free_kept_mib": heap.get("free_kept_mib"),
         "load_before": load_before, "load_after": loadavg(),
     }
 

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults, hints = BenchParams(), typing.get_type_hints(BenchParams)
     for name in ("family", "model_id", "load_format", "dtype", "num_images", "image_side", "max_tokens",
                  "max_model_len", "max_num_seqs", "batch_size", "batches_in_flight", "cpu_batch_size",
+                 "object_store_memory",
                  "num_cpus", "gpus_per_engine", "engine"):
         # The field's own type; for an optional field (``int | None``), the type that is not None.
         kind = next(t for t in (typing.get_args(hints[name]) or (hints[name],)) if t is not type(None))

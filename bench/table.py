@@ -39,12 +39,18 @@ def _figures(name: str, body: dict) -> str:
     if name == "growth":
         parts = [f"{k}: {m['images']} img, {m['s_per_image']:.3f} s/img"
                  + (f" ({m['steady_s_per_image']:.4f} steady)" if m.get("steady_s_per_image") else "")
-                 + f", driver {m['driver_peak_rss_mib']:.0f} MiB, engine worker {m['worker_peak_rss_mib']:.0f} MiB"
+                 + f", driver {m['driver_peak_rss_mib']:.0f} MiB"
+                 + (f" ({m['driver_peak_anon_mib']:.0f} private, C heap in use at the end "
+                    f"{m['driver_heap_in_use_mib']:.0f})" if m.get("driver_heap_in_use_mib") else "")
+                 + f", engine worker {m['worker_peak_rss_mib']:.0f} MiB"
                  + (f", CPU worker {m['cpu_worker_peak_rss_mib']:.0f} MiB" if "cpu_worker_peak_rss_mib" in m else "")
                  + (f" ({m['cpu_worker_peak_anon_mib']:.0f} private, "
                     f"{m['cpu_worker_peak_shmem_mib']:.0f} object store)" if m.get("cpu_worker_peak_anon_mib") else "")
                  for k, m in med.items()]
         marg = body.get("marginal_s_per_image", {})
+        budget = body.get("params", {}).get("object_store_memory")
+        if budget:
+            parts.insert(0, f"object-store budget {budget / 2**20:.0f} MiB")
         return "; ".join(parts) + "; marginal s/img " + ", ".join(f"{k} {v}" for k, v in marg.items())
     parts = []
     for side, m in med.items():
