@@ -41,7 +41,11 @@ def corpus_bucket(s3_server):
 
 def test_cli_run_internvl(s3_server, corpus_bucket, tiny_models, tmp_path):
     bucket = corpus_bucket("demo-cli")
-    spec = write_spec(tmp_path / "spec.yaml", demo_spec(s3_server, bucket, "internvl", str(tiny_models["internvl"])))
+    body = demo_spec(s3_server, bucket, "internvl", str(tiny_models["internvl"]))
+    # The smallest object-store budget the spec takes: fetch and decode are throttled by it,
+    # and the run must still finish with every row (no stall, nothing lost).
+    body["resources"]["object_store_memory"] = 64 * 2**20
+    spec = write_spec(tmp_path / "spec.yaml", body)
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "run", spec, "--run-id", "cli-1"], cwd=ROOT,
                           env=_env(s3_server), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
