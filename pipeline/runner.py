@@ -37,15 +37,17 @@ def init_ray(run: RunConfig) -> None:
 def configure_data_context(run: RunConfig, resources: ResourcesConfig | None = None) -> None:
     """Ray Data settings for a run: progress bars, block errors fatal, the object-store budget.
 
-    The budget (``resources.object_store_memory``) is set on every call, the default included, so a
-    process that runs several jobs does not carry one job's budget into the next.
+    The budget (``resources.object_store_memory``) is set on every call, the default (no limit of
+    its own) included, so a process that runs several jobs does not carry one job's budget into
+    the next; other limits a caller set on the context (CPUs, GPUs) are kept.
     """
     import ray.data
-    from ray.data import ExecutionResources
 
     ctx = ray.data.DataContext.get_current()
     budget = resources.object_store_memory if resources is not None else None
-    ctx.execution_options.resource_limits = ExecutionResources.for_limits(object_store_memory=budget)
+    limits = ctx.execution_options.resource_limits
+    ctx.execution_options.resource_limits = limits.copy(
+        object_store_memory=float("inf") if budget is None else budget)
     ctx.enable_progress_bars = run.progress_bars
     ctx.enable_operator_progress_bars = run.progress_bars
     # A failure of one block must never fail the job silently: UDFs turn row errors into

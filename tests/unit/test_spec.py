@@ -111,11 +111,18 @@ def test_object_store_budget_reaches_ray_data_and_is_reset_by_the_next_run():
     from pipeline.runner import configure_data_context
     from schemas.spec import ResourcesConfig, RunConfig
 
-    limits = lambda: ray.data.DataContext.get_current().execution_options.resource_limits  # noqa: E731
-    configure_data_context(RunConfig(), ResourcesConfig(object_store_memory=256 * 2**20))
-    assert limits().object_store_memory == 256 * 2**20
-    # A later job in the same process without a budget gets Ray Data's default back, not the old cap.
-    configure_data_context(RunConfig(), ResourcesConfig())
-    assert limits().object_store_memory == float("inf")
+    options = ray.data.DataContext.get_current().execution_options
+    before = options.resource_limits
+    options.resource_limits = before.copy(cpu=3)  # a limit the caller set itself
+    try:
+        configure_data_context(RunConfig(), ResourcesConfig(object_store_memory=256 * 2**20))
+        assert options.resource_limits.object_store_memory == 256 * 2**20
+        assert options.resource_limits.cpu == 3
+        # A later job in the same process without a budget gets Ray Data's default back, not the old cap.
+        configure_data_context(RunConfig(), ResourcesConfig())
+        assert options.resource_limits.object_store_memory == float("inf")
+        assert options.resource_limits.cpu == 3
+    finally:
+        options.resource_limits = before
     with pytest.raises(ValueError, match="object_store_memory"):
         ResourcesConfig(object_store_memory=1024)  # below 64 MiB: refused, not a stalled pipeline
