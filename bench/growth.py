@@ -49,6 +49,7 @@ def compare(params: BenchParams, runs: int) -> dict:
             "descendants_peak_total_rss_mib": median([r["descendants_peak_total_rss_mib"] for r in rs]),
             **{k: median([r.get(k) or 0.0 for r in rs]) for k in (
                 "driver_peak_anon_mib", "driver_peak_shmem_mib", "worker_peak_anon_mib", "worker_peak_shmem_mib",
+                "engine_peak_anon_mib",
                 "driver_heap_in_use_mib", "driver_heap_free_kept_mib")},
         }
     lo, hi = med[f"{scales[0]}x"], med[f"{scales[-1]}x"]
@@ -67,7 +68,7 @@ def compare(params: BenchParams, runs: int) -> dict:
         f"cpu_worker_peak_anon_{span}": ratio(hi["cpu_worker_peak_anon_mib"], lo["cpu_worker_peak_anon_mib"]),
         f"driver_peak_anon_{span}": ratio(hi["driver_peak_anon_mib"], lo["driver_peak_anon_mib"]),
         f"driver_heap_in_use_{span}": ratio(hi["driver_heap_in_use_mib"], lo["driver_heap_in_use_mib"]),
-        f"worker_peak_anon_{span}": ratio(hi["worker_peak_anon_mib"], lo["worker_peak_anon_mib"]),
+        f"engine_peak_anon_{span}": ratio(hi["engine_peak_anon_mib"], lo["engine_peak_anon_mib"]),
     }
     if len(scales) > 2:
         # Flat marginal cost: seconds per extra image from 1x to the largest over 1x to the next.
@@ -80,7 +81,7 @@ def compare(params: BenchParams, runs: int) -> dict:
                     f"worker_peak_rss_{span}": "~1 (flat)",
                     f"cpu_worker_peak_rss_{span}": "~1 (flat)", f"cpu_worker_peak_anon_{span}": "~1 (flat)",
                     f"driver_peak_anon_{span}": "~1 (flat)", f"driver_heap_in_use_{span}": "~1 (flat)",
-                    f"worker_peak_anon_{span}": "~1 (flat)"},
+                    f"engine_peak_anon_{span}": "~1 (flat)"},
         "images_range": [lo_n, hi_n],
     }
 

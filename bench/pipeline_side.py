@@ -135,12 +135,15 @@ class MemorySampler:
         workers = [(n, r) for n, r in self.per_pid.values() if "gcs_server" not in n and "raylet" not in n]
         top = max(workers, key=lambda x: x[1], default=("", 0.0))
         top_pid = next((pid for pid, v in self.per_pid.items() if v == top), None)
-        cpu_pids = [pid for pid, (n, _) in self.per_pid.items()
-                    if n.startswith("ray::") and not any(k in n for k in ("Caption", "VLLM"))]
+        engine_pids = [pid for pid, (n, _) in self.per_pid.items() if any(k in n for k in ("Caption", "VLLM"))]
+        cpu_pids = [pid for pid, (n, _) in self.per_pid.items() if n.startswith("ray::") and pid not in engine_pids]
         cpu = [self.per_pid[pid][1] for pid in cpu_pids]
         return {"worker_peak_rss_mib": round(top[1], 1), "worker_peak_process": top[0],
                 "worker_peak_anon_mib": round(self.split.get(top_pid, (0, 0))[0], 1),
                 "worker_peak_shmem_mib": round(self.split.get(top_pid, (0, 0))[1], 1),
+                # the caption actor and vLLM's processes: private memory of the largest of them
+                "engine_peak_anon_mib": round(max((self.split.get(pid, (0, 0))[0] for pid in engine_pids),
+                                                  default=0.0), 1),
                 "cpu_worker_peak_rss_mib": round(max(cpu, default=0.0), 1),
                 "cpu_worker_peak_anon_mib": round(max((self.split.get(pid, (0, 0))[0] for pid in cpu_pids),
                                                       default=0.0), 1),

@@ -44,6 +44,7 @@ def _figures(name: str, body: dict) -> str:
                     f"{m['driver_heap_in_use_mib']:.0f})" if m.get("driver_heap_in_use_mib") else "")
                  + f", largest worker {m['worker_peak_rss_mib']:.0f} MiB"
                  + (f" ({m['worker_peak_anon_mib']:.0f} private)" if m.get("worker_peak_anon_mib") else "")
+                 + (f", engine {m['engine_peak_anon_mib']:.0f} MiB private" if m.get("engine_peak_anon_mib") else "")
                  + (f", CPU worker {m['cpu_worker_peak_rss_mib']:.0f} MiB" if "cpu_worker_peak_rss_mib" in m else "")
                  + (f" ({m['cpu_worker_peak_anon_mib']:.0f} private, "
                     f"{m['cpu_worker_peak_shmem_mib']:.0f} object store)" if m.get("cpu_worker_peak_anon_mib") else "")
