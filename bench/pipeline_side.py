@@ -132,23 +132,22 @@ class MemorySampler:
     def summary(self) -> dict:
         """Peaks (MiB): the largest worker (the engine, in practice), the largest CPU-stage worker
         (fetch, decode, writer: where per-image state would pile up), all descendants together."""
-        workers = [(n, r) for n, r in self.per_pid.values() if "gcs_server" not in n and "raylet" not in n]
-        top = max(workers, key=lambda x: x[1], default=("", 0.0))
-        top_pid = next((pid for pid, v in self.per_pid.items() if v == top), None)
+        workers = [pid for pid, (n, _) in self.per_pid.items() if "gcs_server" not in n and "raylet" not in n]
+        top = max(workers, key=lambda pid: self.per_pid[pid][1], default=None)
+        top_name, top_rss = self.per_pid.get(top, ("", 0.0))
         engine_pids = [pid for pid, (n, _) in self.per_pid.items() if any(k in n for k in ("Caption", "VLLM"))]
         cpu_pids = [pid for pid, (n, _) in self.per_pid.items() if n.startswith("ray::") and pid not in engine_pids]
-        cpu = [self.per_pid[pid][1] for pid in cpu_pids]
-        return {"worker_peak_rss_mib": round(top[1], 1), "worker_peak_process": top[0],
-                "worker_peak_anon_mib": round(self.split.get(top_pid, (0, 0))[0], 1),
-                "worker_peak_shmem_mib": round(self.split.get(top_pid, (0, 0))[1], 1),
+
+        def peak(pids, part: int) -> float:  # part 0: private (RssAnon), 1: object-store pages (RssShmem)
+            return round(max((self.split.get(pid, (0.0, 0.0))[part] for pid in pids), default=0.0), 1)
+
+        return {"worker_peak_rss_mib": round(top_rss, 1), "worker_peak_process": top_name,
+                "worker_peak_anon_mib": peak([top], 0), "worker_peak_shmem_mib": peak([top], 1),
                 # the caption actor and vLLM's processes: private memory of the largest of them
-                "engine_peak_anon_mib": round(max((self.split.get(pid, (0, 0))[0] for pid in engine_pids),
-                                                  default=0.0), 1),
-                "cpu_worker_peak_rss_mib": round(max(cpu, default=0.0), 1),
-                "cpu_worker_peak_anon_mib": round(max((self.split.get(pid, (0, 0))[0] for pid in cpu_pids),
-                                                      default=0.0), 1),
-                "cpu_worker_peak_shmem_mib": round(max((self.split.get(pid, (0, 0))[1] for pid in cpu_pids),
-                                                       default=0.0), 1),
+                "engine_peak_anon_mib": peak(engine_pids, 0),
+                "cpu_worker_peak_rss_mib": round(max((self.per_pid[pid][1] for pid in cpu_pids), default=0.0), 1),
+                "cpu_worker_peak_anon_mib": peak(cpu_pids, 0),
+                "cpu_worker_peak_shmem_mib": peak(cpu_pids, 1),
                 "driver_peak_anon_mib": round(self.driver_split[0], 1),
                 "driver_peak_shmem_mib": round(self.driver_split[1], 1),
                 "descendants_peak_total_rss_mib": round(self.peak_total_mib, 1)}
