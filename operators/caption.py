@@ -16,7 +16,7 @@ import pyarrow as pa
 from operators.base import Operator, Resources
 from operators.metrics import RunMetrics
 from operators.rows import error_text, set_columns
-from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest, request_image
+from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest
 from operators.vlm.registry import get_family
 from schemas import columns as C
 from schemas.provenance import Provenance
@@ -96,12 +96,10 @@ class CaptionActor(EngineActor):
             widths = table.column(C.WIDTH).to_pylist()
             heights = table.column(C.HEIGHT).to_pylist()
             requests, ready = [], []
-            # Arrays where the engine takes them: no PIL image made, copied and converted back per row.
-            as_array = getattr(self.engine, "takes_arrays", False)
             for i in todo:
                 # A row whose pixels do not make an image fails alone, never its batch.
                 try:
-                    image = request_image(pixels[i].as_buffer(), widths[i], heights[i], as_array)
+                    image = self.request_image(pixels[i].as_buffer(), widths[i], heights[i])
                 except Exception as exc:  # noqa: BLE001
                     statuses[i], errors[i] = Status.GENERATION_ERROR.value, error_text(exc)
                     continue

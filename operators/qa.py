@@ -22,7 +22,7 @@ from operators.caption import engine_pool, make_engine
 from operators.draw import draw
 from operators.postcheck import check_generation
 from operators.rows import set_columns
-from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest, request_image
+from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest
 from operators.vlm.registry import get_family
 from schemas import columns as C
 from schemas.dataset_records import QA_PAIR
@@ -97,8 +97,7 @@ class QAActor(EngineActor):
         if todo:
             pixels = table.column(self.pixels_column)
             widths, heights = table.column(C.WIDTH).to_pylist(), table.column(C.HEIGHT).to_pylist()
-            as_array = getattr(self.engine, "takes_arrays", False)
-            images = {i: request_image(pixels[i].as_buffer(), widths[i], heights[i], as_array) for i in todo}
+            images = {i: self.request_image(pixels[i].as_buffer(), widths[i], heights[i]) for i in todo}
         questions: dict[int, list[tuple[str, str]]] = {}
         generate = []
         for i in todo:

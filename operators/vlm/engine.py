@@ -89,3 +89,8 @@ class EngineActor:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
+
+    def request_image(self, buffer, width: int, height: int) -> Image.Image | np.ndarray:
+        """One row's pixels as :func:`request_image` makes them, in the form this actor's engine takes
+        (arrays where its ``takes_arrays`` is true, PIL images where it is false or absent)."""
+        return request_image(buffer, width, height, getattr(self.engine, "takes_arrays", False))
