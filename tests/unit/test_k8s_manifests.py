@@ -16,7 +16,7 @@ from jobs.k8s import dump, render
 from jobs.k8s_cluster import SPEC_PATH
 from jobs.specfile import load_spec
 from schemas.k8s import K8sConfig
-from tests.k8s_schemas import CRD_DIR, validate
+from tests.k8s_schemas import CRD_FILES, KUBERAY_VERSION, crd_schema, schema_file, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = "jobs/specs/cluster.yaml"
@@ -39,9 +39,15 @@ def _by_kind(files: dict[str, list[dict]]) -> dict[str, list[dict]]:
     return out
 
 
-def test_crds_are_beside_the_repository():
-    assert sorted(p.name for p in CRD_DIR.glob("ray.io_*.yaml")) == [
-        "ray.io_rayclusters.yaml", "ray.io_raycronjobs.yaml", "ray.io_rayjobs.yaml"]
+def test_crd_schemas_travel_with_the_repository():
+    """The strict check needs nothing beside the checkout: the schemas are inside it, with their release."""
+    for kind in CRD_FILES:
+        path = schema_file(kind)
+        assert path.is_relative_to(ROOT) and path.exists(), path
+        schema = crd_schema(kind)
+        assert set(schema["properties"]) >= {"apiVersion", "kind", "metadata", "spec"}
+        assert schema["additionalProperties"] is False
+    assert KUBERAY_VERSION in (schema_file("RayJob").parent / "README.md").read_text()
 
 
 def test_checked_in_manifests_equal_a_fresh_render(tmp_path, monkeypatch):
