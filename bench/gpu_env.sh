@@ -9,7 +9,7 @@
 # transformers are kept. Build the parts where pip reaches PyPI: `python bench/gpu_wheels.py PARTS_DIR`
 # (vLLM 0.24.0, Ray 2.60.0 and what they need that the machine lacks, tarred and split into 60 MiB
 # parts: the device tool carries 64 MiB a call). Carry the parts one per call into one folder there.
-# vlmbatch's vLLM plugin (XComposer2) is registered through a hand-written dist-info: its entry point.
+# vlmbatch's vLLM plugin (every model it ships) is registered through a hand-written dist-info: its entry point.
 set -euo pipefail
 SITE=${VLMBATCH_GPU_SITE:-/root/vlmbatch-site}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,7 +21,7 @@ if [[ ${1:-} != --activate ]]; then
   info="$SITE/vlmbatch-0.1.0.dist-info"
   mkdir -p "$info"
   printf 'Metadata-Version: 2.1\nName: vlmbatch\nVersion: 0.1.0\n' >"$info/METADATA"
-  printf '[vllm.general_plugins]\nvlmbatch_xcomposer2 = operators.vlm.xcomposer2.plugin:register\n' >"$info/entry_points.txt"
+  printf '[vllm.general_plugins]\nvlmbatch = operators.vlm.plugins:register\n' >"$info/entry_points.txt"
 fi
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/bin:$PATH" RAY_USAGE_STATS_ENABLED=0
 # FlashInfer (1 GB of kernels) is not carried: vLLM's own FlashAttention 3 serves Hopper, and greedy

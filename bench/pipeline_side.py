@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import BenchParams, loadavg, make_corpus, malloc_in_use_mib, peak_rss_mib
-from operators.caption import CaptionActor
+from operators.vlm.factory import EngineFactory
 
 STAMPS_ENV = "VLMBATCH_BENCH_STAMPS"
 
@@ -56,18 +56,34 @@ def steady_rates(stamps: list[dict], images: int) -> dict:
     return out
 
 
-class TimedCaptionActor(CaptionActor):
-    """The pipeline's caption actor, plus time stamps of engine ready and of each finished batch."""
+class TimedEngine:
+    """The pipeline's engine, plus time stamps of engine ready and of each batch handed to it.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    The caption actor hands its engine one ``generate`` call per batch, so the stamps bracket
+    each batch's generation (the actor's row conversion before and after is outside them).
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.takes_arrays = getattr(inner, "takes_arrays", False)
         stamp("engine_ready")
 
-    async def __call__(self, table):
-        stamp("batch_start", table.num_rows)
-        out = await super().__call__(table)
-        stamp("batch_done", out.num_rows)
+    async def generate(self, requests):
+        stamp("batch_start", len(requests))
+        out = await self.inner.generate(requests)
+        stamp("batch_done", len(out))
         return out
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+class TimedEngines(EngineFactory):
+    """``engines`` for the builder: the spec's engine wrapped in :class:`TimedEngine`."""
+
+    def __call__(self) -> TimedEngine:
+        return TimedEngine(super().__call__())
 
 
 class MemorySampler:
@@ -179,13 +195,12 @@ def job_spec(p: BenchParams, corpus: str, sink: str):
 def vlmbatch_side(p: BenchParams) -> dict:
     """Run the pipeline once; wall time from before Ray start to the committed manifest.
 
-    The only difference from ``vlmbatch run``: the caption operator's actor class is swapped for
-    :class:`TimedCaptionActor` (same code plus time stamps), so the engine's start can be told
+    The only difference from ``vlmbatch run``: the caption stage's engine is wrapped in
+    :class:`TimedEngine` (the same engine plus time stamps), so the engine's start can be told
     apart from its steady state.
     """
     import ray
 
-    import operators.caption
     from pipeline.commit import read_committed
     from pipeline.runner import init_ray, run_job
     from schemas import columns as C
@@ -195,14 +210,13 @@ def vlmbatch_side(p: BenchParams) -> dict:
     spec = job_spec(p, str(corpus), sink)
     stamps = os.path.join(sink, "stamps.jsonl")
     os.environ[STAMPS_ENV] = stamps  # before Ray starts, so its workers inherit it
-    operators.caption.CaptionActor = TimedCaptionActor  # CaptionOperator.apply looks the class up here
     load_before = loadavg()
     try:
         with MemorySampler() as mem:
             t0 = time.perf_counter()
             init_ray(spec.run)
             t_ray = time.perf_counter() - t0
-            manifest = run_job(spec, run_id="bench-run")
+            manifest = run_job(spec, run_id="bench-run", engines=TimedEngines)
             wall = time.perf_counter() - t0
         driver_peak = peak_rss_mib()  # before the bench itself reads the output back
         heap = malloc_in_use_mib() or {}  # what the driver still holds once the run is committed

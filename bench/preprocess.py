@@ -34,7 +34,7 @@ def _max_side(params: BenchParams) -> int:
     from operators.vlm.registry import get_family
     from schemas.spec import DecodeConfig
 
-    return min(get_family(params.family).preprocess.max_side, DecodeConfig().max_side)
+    return min(get_family(params.family).max_side, DecodeConfig().max_side)
 
 
 def _warm(root: str, paths: list[str], max_side: int) -> None:
@@ -52,14 +52,15 @@ def _vlmbatch_chunk(args: tuple[str, list[str], int]) -> int:
     from operators.ids import location_id
     from schemas import columns as C
     from schemas.spec import DecodeConfig, SourceConfig
+    from schemas.status import Status
 
     root, paths, max_side = args
     table = pa.table({C.ID: [location_id(p) for p in paths], C.SOURCE: paths,
-                      C.NUM_BYTES: pa.nulls(len(paths), pa.int64()), C.STATUS: ["ok"] * len(paths),
+                      C.NUM_BYTES: pa.nulls(len(paths), pa.int64()), C.STATUS: [Status.OK.value] * len(paths),
                       C.ERROR: pa.nulls(len(paths), pa.string())})
     decode = DecodeConfig()
     out = DecodeBatch(decode, max_side)(FetchBatch(SourceConfig(uri=root), decode)(table))
-    return sum(s == "ok" for s in out.column(C.STATUS).to_pylist())
+    return sum(s == Status.OK.value for s in out.column(C.STATUS).to_pylist())
 
 
 def _pillow_chunk(args: tuple[str, list[str], int]) -> int:
@@ -92,8 +93,8 @@ def ray_data_side(params: BenchParams) -> dict:
     """list -> fetch -> decode on Ray Data with ``params.num_cpus`` CPUs, streamed and counted."""
     import ray
 
-    from operators.decode import DecodeOperator
-    from operators.fetch import FetchOperator
+    from operators.decode import decode_stage
+    from operators.fetch import fetch_stage
     from operators.sources.prefix import PrefixSource
     from pipeline.runner import configure_data_context, init_ray
     from schemas.spec import DecodeConfig, RunConfig, SourceConfig
@@ -108,8 +109,8 @@ def ray_data_side(params: BenchParams) -> dict:
         def stages(limit: int | None):
             source = SourceConfig(uri=str(root), limit=limit)
             ds = PrefixSource(source, rows_per_block=b).read()
-            ds = FetchOperator(source, DecodeConfig(), batch_size=b).apply(ds)
-            return DecodeOperator(DecodeConfig(), max_side=_max_side(params), batch_size=b).apply(ds)
+            ds = fetch_stage(source, DecodeConfig(), batch_size=b).apply(ds)
+            return decode_stage(DecodeConfig(), max_side=_max_side(params), batch_size=b).apply(ds)
 
         def count(ds) -> int:
             return sum(batch.num_rows for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None))

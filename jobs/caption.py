@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_spec_file(path: str, run_id: str | None = None) -> int:
-    """Load, run and report; the shared body of ``jobs.caption`` and ``vlmbatch run``."""
+    """Load and run (the run prints its summary); the shared body of ``jobs.caption`` and ``vlmbatch run``."""
     from jobs.specfile import SpecError, load_spec
     from operators.sources.prefix import SourceError
-    from pipeline.commit import MANIFEST, CommitError
+    from pipeline.commit import CommitError
     from pipeline.dag import PipelineError
     from pipeline.runner import run_job
 
@@ -38,12 +38,10 @@ def run_spec_file(path: str, run_id: str | None = None) -> int:
             outcome = Schedule(spec).run_once(run_id)
             print(f"schedule {spec.schedule.state_uri} dataset version {outcome.version}: "
                   f"{outcome.earlier_runs} earlier runs, {outcome.new_rows} new rows")
-            manifest = outcome.manifest
-            if manifest is None:
+            if outcome.manifest is None:
                 print("nothing new to process")
-                return 0
         else:
-            manifest = run_job(spec)
+            run_job(spec)
     except (SpecError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -53,9 +51,6 @@ def run_spec_file(path: str, run_id: str | None = None) -> int:
     except (SourceError, CommitError) as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         return 1
-    print(f"committed run {manifest.run_id}: {len(manifest.files)} files")
-    print(f"output: {spec.sink.uri.rstrip('/')}/{manifest.run_id}/{MANIFEST}")
-    print(manifest.summary.render())
     return 0
 
 

@@ -40,8 +40,12 @@ def _cmd_demo_corpus(args: argparse.Namespace) -> int:
 
 
 def _cmd_spec_reference(args: argparse.Namespace) -> int:
-    from schemas.reference import spec_reference
+    from schemas.reference import spec_reference, write_readme
 
+    if args.readme:
+        changed = write_readme(args.readme)
+        print(f"{args.readme}: spec reference {'rewritten' if changed else 'already current'}")
+        return 0
     print(spec_reference())
     return 0
 
@@ -94,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_demo_corpus)
 
     p = sub.add_parser("spec-reference", help="print every job spec field with its description")
+    p.add_argument("--readme", help="rewrite the table between this README's spec-reference markers instead")
     p.set_defaults(fn=_cmd_spec_reference)
 
     p = sub.add_parser("families", help="list registered model families")

@@ -1,23 +1,37 @@
-"""The operator contract: declared columns, declared resources, a Ray Data transform.
+"""The stage contract: a declaration of columns, resources and a UDF; one place runs ``map_batches``.
 
-Every operator says which columns it requires and which it produces (and which transient
-ones it drops). :class:`pipeline.dag.Pipeline` checks the chain on the driver before any
-task or actor starts, so a misspelled column fails in a second, not after model load.
+A :class:`Stage` says what it needs and produces (column names from ``schemas.columns``), what
+it drops (transient data such as bytes), the resources one task or actor asks Ray for, and its
+UDF: a class and the keyword arguments of its constructor. :meth:`Stage.apply` is the only code
+that hands a UDF to Ray Data. Stateless stages run as CPU tasks (the UDF is built once on the
+driver and shipped); stages with a :class:`ActorPool` run on a fixed pool of actors, each built
+in its own process (engines load there). :class:`pipeline.dag.Pipeline` checks the chain on the
+driver before any task or actor starts, so a misspelled column fails in a second, not after
+model load.
+
+Each operator module declares its stage with a ``<thing>_stage(...)`` function; the UDF classes
+(``<Thing>Batch`` for tasks, ``<Thing>Actor`` for pools) are plain Python a test constructs and
+calls directly.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import ray.data
 
 
+class PipelineError(ValueError):
+    """The pipeline is malformed (a bad setting, a missing column); raised before anything runs."""
+
+
 @dataclass(frozen=True)
 class Resources:
-    """Resources one task or actor of an operator asks Ray for."""
+    """Resources one task or actor of a stage asks Ray for."""
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -33,42 +47,85 @@ class Resources:
         return args
 
 
-class Operator(ABC):
-    """One unit of work in a pipeline.
+@dataclass(frozen=True)
+class ActorPool:
+    """A fixed pool of actors for a stateful stage (model engines, writers).
 
-    Subclasses set :attr:`name`, and return their column contracts from :meth:`requires`,
-    :meth:`produces` and :meth:`drops`; :meth:`apply` adds their step to a lazy Ray dataset.
+    Attributes:
+        size: actors in the pool (model load is slow: the pool does not autoscale).
+        concurrency: batches one actor works on at once (its ``__call__`` is async when above 1).
+        tasks_in_flight: batches Ray Data may hand one actor before it answers; None: Ray's default.
     """
 
-    name: str = "operator"
+    size: int = 1
+    concurrency: int = 1
+    tasks_in_flight: int | None = None
 
-    @abstractmethod
-    def requires(self) -> tuple[str, ...]:
-        """Columns that must exist in the rows this operator receives."""
 
-    @abstractmethod
-    def produces(self) -> tuple[str, ...]:
-        """Columns this operator adds or overwrites."""
+@dataclass(frozen=True)
+class Stage:
+    """One map step of a pipeline, as data.
 
-    def drops(self) -> tuple[str, ...]:
-        """Columns this operator removes (transient data such as bytes)."""
-        return ()
+    Attributes:
+        name: shown in logs, progress bars and validation errors.
+        udf: the per-batch class: ``udf(**args)`` is called with a ``pyarrow.Table`` batch and
+            returns one (async for pools with ``concurrency`` above 1).
+        args: keyword arguments of ``udf``'s constructor (picklable).
+        needs: columns that must exist in the rows it receives.
+        produces: columns it adds or overwrites (each must have a type in ``schemas.columns.TYPES``).
+        drops: columns it removes.
+        resources: what one task or actor asks Ray for.
+        batch_size: rows per batch; None keeps Ray Data's blocks as they come.
+        pool: a fixed actor pool; None runs stateless CPU tasks.
+        keeps_rows: one row out per row in, in order (lets Ray Data skip row-count bookkeeping).
+        zero_copy: the UDF only reads its input batch (no copy of Arrow buffers before the call).
+    """
 
-    def check(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """Validate settings on the driver before anything runs; raise ``ValueError`` with a clear message."""
+    name: str
+    udf: type
+    args: Mapping[str, Any] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
+    drops: tuple[str, ...] = ()
+    resources: Resources = Resources()
+    batch_size: int | None = None
+    pool: ActorPool | None = None
+    keeps_rows: bool = True
+    zero_copy: bool = False
 
-    @abstractmethod
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        """Return ``ds`` with this operator's step appended (lazily)."""
+        """``ds`` with this stage appended (lazily): the one ``map_batches`` call of the project."""
+        import ray.data
+
+        kwargs: dict = dict(batch_size=self.batch_size, batch_format="pyarrow", **self.resources.ray_args())
+        if self.zero_copy:
+            kwargs["zero_copy_batch"] = True
+        if self.keeps_rows:
+            kwargs["udf_modifying_row_count"] = False
+        if self.pool is None:
+            return ds.map_batches(self.udf(**self.args), **kwargs)
+        if self.pool.concurrency > 1:
+            kwargs["max_concurrency"] = self.pool.concurrency
+        strategy: dict = {"size": self.pool.size}
+        if self.pool.tasks_in_flight is not None:
+            strategy["max_tasks_in_flight_per_actor"] = self.pool.tasks_in_flight
+        return ds.map_batches(self.udf, fn_constructor_kwargs=dict(self.args),
+                              compute=ray.data.ActorPoolStrategy(**strategy), **kwargs)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
+        return f"Stage({self.name!r}, {self.udf.__name__})"
 
 
 class SourceOperator(ABC):
-    """The first step of a pipeline: produces rows from somewhere."""
+    """The first step of a pipeline: produces rows from somewhere.
+
+    Attributes:
+        ids_at_listing: the rows' final ids are known when the source lists them (False when ids
+            come from content hashes, known only after the fetch).
+    """
 
     name: str = "source"
+    ids_at_listing: bool = True
 
     @abstractmethod
     def produces(self) -> tuple[str, ...]:

@@ -1,98 +1,65 @@
 """Captioning: a fixed pool of actors, one engine each, several batches in flight per actor.
 
 Rows whose status is already a failure pass through untouched (no engine time spent);
-every row leaves with provenance. The pixels column is dropped here, so image data never
-travels past the engine.
+every row leaves with provenance. The pixels column is dropped here (unless a later model
+stage still needs the image), so image data never travels past the engines.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import pyarrow as pa
 
-from operators.base import Operator, Resources
+from operators.base import ActorPool, PipelineError, Resources, Stage
 from operators.metrics import RunMetrics
 from operators.rows import error_text, set_columns
-from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest
+from operators.vlm.engine import Engine, EngineActor, GenerationRequest
+from operators.vlm.factory import EngineFactory
 from operators.vlm.registry import get_family
 from schemas import columns as C
 from schemas.provenance import Provenance
 from schemas.spec import CaptionConfig, ModelConfig, ResourcesConfig, SamplingConfig
 from schemas.status import Status
 
-if TYPE_CHECKING:
-    import ray.data
-
-log = logging.getLogger(__name__)
-
-OUT_TYPES = {
-    C.PROMPT: pa.string(),
-    C.CAPTION: pa.string(),
-    C.NUM_PROMPT_TOKENS: pa.int32(),
-    C.NUM_GENERATED_TOKENS: pa.int32(),
-    C.FINISH_REASON: pa.string(),
-    C.STATUS: pa.string(),
-    C.ERROR: pa.string(),
-    C.MODEL_ID: pa.string(),
-    C.MODEL_REVISION: pa.string(),
-    C.ENGINE: pa.string(),
-    C.SAMPLING_HASH: pa.string(),
-    C.CODE_VERSION: pa.string(),
-    C.RUN_ID: pa.string(),
-}
-
-
-def make_engine(model: ModelConfig, sampling: SamplingConfig):
-    """The engine the spec names, loaded in this process."""
-    family = get_family(model.family)
-    if model.engine.kind == "vllm":
-        from operators.vlm.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model, sampling, family)
-    from operators.vlm.transformers_engine import TransformersEngine
-
-    return TransformersEngine(model, sampling, family)
+PRODUCES = (C.PROMPT, C.CAPTION, C.NUM_PROMPT_TOKENS, C.NUM_GENERATED_TOKENS, C.FINISH_REASON, C.STATUS, C.ERROR,
+            C.MODEL_ID, C.MODEL_REVISION, C.ENGINE, C.SAMPLING_HASH, C.CODE_VERSION, C.RUN_ID)
+IMAGE_NEEDS = (C.ID, C.PIXELS, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR)
 
 
 class CaptionActor(EngineActor):
-    """Ray Data actor UDF: holds one engine; ``__call__`` is async so batches overlap."""
+    """Ray Data actor UDF: holds one engine; ``__call__`` is async so batches overlap.
 
-    # Class-level defaults so actors built without __init__ (tests) behave as before.
-    keep_pixels = False
-    system_prompt: str | None = None
+    Args:
+        engine: builds this actor's engine (called once, in the actor's process).
+        family: registry name of the model family (prompt format).
+        caption: the caption task (instruction, system prompt).
+        provenance: stamped on every row (the engine's name is added from the engine).
+        keep_pixels: leave the pixels in the rows, for a later model stage (QA).
+    """
 
-    def __init__(self, model: ModelConfig, sampling: SamplingConfig, caption: CaptionConfig,
-                 provenance: Provenance, pixels_column: str = C.PIXELS, keep_pixels: bool = False):
-        self.family = get_family(model.family)
-        self.prompt = self.family.build_prompt(caption.prompt, caption.system_prompt)
+    def __init__(self, engine: Callable[[], Engine], family: str, caption: CaptionConfig, provenance: Provenance,
+                 keep_pixels: bool = False):
+        self.family = get_family(family)
         self.system_prompt = caption.system_prompt
+        self.prompt = self.family.build_prompt(caption.prompt, caption.system_prompt)
         self.provenance = provenance
-        self.pixels_column = pixels_column
         self.keep_pixels = keep_pixels
-        self.engine = make_engine(model, sampling)
-
-    def _run_metrics(self) -> RunMetrics:
-        # Made on first use, in the actor's own process, where Ray's metrics API is up.
-        if getattr(self, "_metrics", None) is None:
-            self._metrics = RunMetrics(self.provenance.run_id)
-        return self._metrics
+        self.metrics = RunMetrics(provenance.run_id)
+        self.engine = engine()
 
     async def __call__(self, table: pa.Table) -> pa.Table:
-        metrics = self._run_metrics()
         n = table.num_rows
         statuses = table.column(C.STATUS).to_pylist()
         errors = table.column(C.ERROR).to_pylist()
         ids = table.column(C.ID).to_pylist()
-        out: dict[str, list] = {name: [None] * n for name in OUT_TYPES if name not in (C.STATUS, C.ERROR)}
+        out: dict[str, list] = {name: [None] * n for name in PRODUCES if name not in (C.STATUS, C.ERROR)}
         todo = [i for i in range(n) if statuses[i] == Status.OK.value]
         # A per-row instruction (drawn from a prompt set upstream) overrides caption.prompt.
         instructions = table.column(C.INSTRUCTION).to_pylist() if C.INSTRUCTION in table.column_names else [None] * n
         prompts = [self.family.build_prompt(t, self.system_prompt) if t else self.prompt for t in instructions]
         if todo:
-            pixels = table.column(self.pixels_column)
+            pixels = table.column(C.PIXELS)
             widths = table.column(C.WIDTH).to_pylist()
             heights = table.column(C.HEIGHT).to_pylist()
             requests, ready = [], []
@@ -105,17 +72,12 @@ class CaptionActor(EngineActor):
                     continue
                 requests.append(GenerationRequest(ids[i], prompts[i], (image,)))
                 ready.append(i)
-            todo = ready
-            metrics.submitted(len(requests))
+            self.metrics.submitted(len(requests))
             try:
-                results = await self.engine.generate(requests)
-            except EngineDead as exc:
-                # Nothing more can run here: exit so Ray replaces the actor and retries the batch.
-                log.error("engine died (%s); exiting so the actor is replaced", exc)
-                os._exit(1)
+                results = await self.generate(requests)
             finally:
-                metrics.answered(len(requests))
-            for i, res in zip(todo, results, strict=True):
+                self.metrics.answered(len(requests))
+            for i, res in zip(ready, results, strict=True):
                 out[C.PROMPT][i] = prompts[i]
                 out[C.CAPTION][i] = res.text
                 out[C.NUM_PROMPT_TOKENS][i] = res.num_prompt_tokens
@@ -124,71 +86,53 @@ class CaptionActor(EngineActor):
                 statuses[i], errors[i] = res.status.value, res.error
                 if res.status == Status.OK and not (res.text or "").strip():
                     statuses[i], errors[i] = Status.EMPTY_GENERATION.value, "the model generated no text"
-        metrics.rows(statuses, out[C.NUM_GENERATED_TOKENS], out[C.NUM_PROMPT_TOKENS])
+        self.metrics.rows(statuses, out[C.NUM_GENERATED_TOKENS], out[C.NUM_PROMPT_TOKENS])
         p = self.provenance
         stamp = {C.MODEL_ID: p.model_id, C.MODEL_REVISION: p.model_revision, C.ENGINE: self.engine.name,
                  C.SAMPLING_HASH: p.sampling_hash, C.CODE_VERSION: p.code_version, C.RUN_ID: p.run_id}
         for name, value in stamp.items():
             out[name] = [value] * n
         if not self.keep_pixels:
-            table = table.drop_columns([self.pixels_column])
-        return set_columns(table, {**out, C.STATUS: statuses, C.ERROR: errors}, OUT_TYPES)
+            table = table.drop_columns([C.PIXELS])
+        return set_columns(table, {**out, C.STATUS: statuses, C.ERROR: errors})
 
 
-class CaptionOperator(Operator):
-    """Caption every ``ok`` row with the spec's model on a fixed pool of engine actors."""
-
-    name = "caption"
-
-    def __init__(self, model: ModelConfig, sampling: SamplingConfig, caption: CaptionConfig,
-                 resources: ResourcesConfig, provenance: Provenance, pixels_column: str = C.PIXELS,
-                 keep_pixels: bool = False):
-        self.keep_pixels = keep_pixels  # a later model stage (QA) still needs the image
-        self.model = model
-        self.sampling = sampling
-        self.caption = caption
-        self.resources = resources
-        self.provenance = provenance
-        self.pixels_column = pixels_column
-
-    def requires(self) -> tuple[str, ...]:
-        return (C.ID, self.pixels_column, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR)
-
-    def produces(self) -> tuple[str, ...]:
-        return tuple(OUT_TYPES)
-
-    def drops(self) -> tuple[str, ...]:
-        return () if self.keep_pixels else (self.pixels_column,)
-
-    def check(self) -> None:
-        get_family(self.model.family)  # KeyError names the known families
-
-    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        return engine_pool(ds, CaptionActor, self.resources, self.model,
-                           dict(model=self.model, sampling=self.sampling, caption=self.caption,
-                                provenance=self.provenance, pixels_column=self.pixels_column,
-                                keep_pixels=self.keep_pixels))
-
-
-def engine_pool(ds: ray.data.Dataset, actor_cls: type, resources: ResourcesConfig, model: ModelConfig,
-                constructor_kwargs: dict) -> ray.data.Dataset:
-    """``ds`` through a fixed pool of ``actor_cls`` engine actors (one engine each), rows kept in order.
+def engine_stage(name: str, actor: type, args: dict, model: ModelConfig, resources: ResourcesConfig, *,
+                 needs: tuple[str, ...], produces: tuple[str, ...], drops: tuple[str, ...]) -> Stage:
+    """A model stage: a fixed pool of ``actor`` (one engine each), rows kept in order.
 
     Each actor works on ``resources.in_flight(max_num_seqs)`` batches at once (its async
     ``__call__``), and Ray Data may queue as many again, so the engine never waits on the CPU.
-    """
-    import ray.data
 
+    Raises:
+        PipelineError: ``model.family`` is not registered (naming the known families).
+    """
+    try:
+        get_family(model.family)
+    except KeyError as exc:
+        raise PipelineError(f"{name}: {exc.args[0]}") from None
     r = resources
     in_flight = r.in_flight(model.engine.max_num_seqs)
-    res = Resources(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine * model.engine.tensor_parallel_size)
-    return ds.map_batches(
-        actor_cls,
-        fn_constructor_kwargs=constructor_kwargs,
-        batch_size=r.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=r.num_engines, max_tasks_in_flight_per_actor=2 * in_flight),
-        max_concurrency=in_flight,
-        udf_modifying_row_count=False,
-        **res.ray_args(),
+    gpus = r.gpus_per_engine * model.engine.tensor_parallel_size
+    return Stage(
+        name, actor, args, needs=needs, produces=produces, drops=drops,
+        resources=Resources(num_cpus=r.cpus_per_engine, num_gpus=gpus), batch_size=r.batch_size,
+        pool=ActorPool(size=r.num_engines, concurrency=in_flight, tasks_in_flight=2 * in_flight),
+    )
+
+
+def caption_stage(model: ModelConfig, sampling: SamplingConfig, caption: CaptionConfig, resources: ResourcesConfig,
+                  provenance: Provenance, *, keep_pixels: bool = False,
+                  engines: Callable[[ModelConfig, SamplingConfig], Callable[[], Engine]] = EngineFactory) -> Stage:
+    """Caption every ``ok`` row with the spec's model on a fixed pool of engine actors.
+
+    Args:
+        keep_pixels: a later model stage (QA) still needs the image.
+        engines: ``engines(model, sampling)`` is the engine builder handed to each actor.
+    """
+    return engine_stage(
+        "caption", CaptionActor,
+        dict(engine=engines(model, sampling), family=model.family, caption=caption, provenance=provenance,
+             keep_pixels=keep_pixels),
+        model, resources, needs=IMAGE_NEEDS, produces=PRODUCES, drops=() if keep_pixels else (C.PIXELS,),
     )

@@ -14,29 +14,18 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from operators.base import Operator, Resources
+from operators.base import Resources, Stage
 from operators.rows import RowFailure, map_rows
 from schemas import columns as C
 from schemas.spec import DecodeConfig
 from schemas.status import Status
 
 if TYPE_CHECKING:
-    import ray.data
     from PIL import Image
 
 _TRANSPOSED = {5, 6, 7, 8}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-OUT_TYPES = {
-    C.PIXELS: pa.binary(),
-    C.WIDTH: pa.int32(),
-    C.HEIGHT: pa.int32(),
-    C.ORIG_WIDTH: pa.int32(),
-    C.ORIG_HEIGHT: pa.int32(),
-    C.ORIG_FORMAT: pa.string(),
-    C.NUM_FRAMES: pa.int32(),
-}
+PRODUCES = (C.PIXELS, C.WIDTH, C.HEIGHT, C.ORIG_WIDTH, C.ORIG_HEIGHT, C.ORIG_FORMAT, C.NUM_FRAMES)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -124,39 +113,18 @@ class DecodeBatch:
         self.config = config
         self.max_side = max_side
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return map_rows(
-            table,
-            lambda row: decode_image(row[C.IMAGE_BYTES], self.config, self.max_side),
-            OUT_TYPES,
-            failure_status=Status.DECODE_ERROR,
-            drop=(C.IMAGE_BYTES,),
-        )
+    def __call__(self, table):
+        return map_rows(table, lambda row: decode_image(row[C.IMAGE_BYTES], self.config, self.max_side), PRODUCES,
+                        failure_status=Status.DECODE_ERROR, drop=(C.IMAGE_BYTES,))
 
 
-class DecodeOperator(Operator):
-    """Turn ``image_bytes`` into normalised RGB ``pixels``; drops the encoded bytes."""
+def decode_stage(config: DecodeConfig, max_side: int | None = None, batch_size: int = 32) -> Stage:
+    """Turn ``image_bytes`` into normalised RGB ``pixels`` on CPU tasks; drops the encoded bytes.
 
-    name = "decode"
-
-    def __init__(self, config: DecodeConfig, max_side: int | None = None, batch_size: int = 32,
-                 resources: Resources = Resources(num_cpus=1)):
-        self.config = config
-        self.max_side = min(max_side or config.max_side, config.max_side)
-        self.batch_size = batch_size
-        self.resources = resources
-
-    def requires(self) -> tuple[str, ...]:
-        return (C.IMAGE_BYTES, C.STATUS, C.ERROR)
-
-    def produces(self) -> tuple[str, ...]:
-        return tuple(OUT_TYPES)
-
-    def drops(self) -> tuple[str, ...]:
-        return (C.IMAGE_BYTES,)
-
-    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        return ds.map_batches(
-            DecodeBatch(self.config, self.max_side), batch_size=self.batch_size, batch_format="pyarrow",
-            udf_modifying_row_count=False, **self.resources.ray_args(),
-        )
+    ``max_side``: the longest side the model family can use; the spec's ``decode.max_side`` caps it.
+    """
+    return Stage(
+        "decode", DecodeBatch, dict(config=config, max_side=min(max_side or config.max_side, config.max_side)),
+        needs=(C.IMAGE_BYTES, C.STATUS, C.ERROR), produces=PRODUCES, drops=(C.IMAGE_BYTES,),
+        resources=Resources(num_cpus=1), batch_size=batch_size,
+    )

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Operator, Resources
+from operators.base import PipelineError, Resources, Stage
 from operators.rows import set_columns
 from schemas import columns as C
 from schemas.status import Status
-
-if TYPE_CHECKING:
-    import ray.data
 
 
 def draw(row_id: str, options: Sequence[str], k: int = 1, salt: str = "") -> list[str]:
@@ -40,28 +36,16 @@ class DrawPromptBatch:
         statuses = table.column(C.STATUS).to_pylist()
         chosen = [draw(i, self.prompts, salt="caption")[0] if s == Status.OK.value else None
                   for i, s in zip(ids, statuses, strict=True)]
-        return set_columns(table, {C.INSTRUCTION: chosen}, {C.INSTRUCTION: pa.string()})
+        return set_columns(table, {C.INSTRUCTION: chosen})
 
 
-class DrawPromptOperator(Operator):
-    """Give every ``ok`` row its caption instruction, drawn from a ShareGPT4V-style prompt set."""
+def draw_prompt_stage(prompts: Sequence[str], batch_size: int = 256) -> Stage:
+    """Give every ``ok`` row its caption instruction, drawn from a ShareGPT4V-style prompt set.
 
-    name = "draw-prompt"
-
-    def __init__(self, prompts: Sequence[str], batch_size: int = 256):
-        self.prompts = tuple(prompts)
-        self.batch_size = batch_size
-
-    def check(self) -> None:
-        if not self.prompts or not all(p.strip() for p in self.prompts):
-            raise ValueError("caption.prompts must hold non-empty prompts")
-
-    def requires(self) -> tuple[str, ...]:
-        return (C.ID, C.STATUS)
-
-    def produces(self) -> tuple[str, ...]:
-        return (C.INSTRUCTION,)
-
-    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        return ds.map_batches(DrawPromptBatch(self.prompts), batch_size=self.batch_size, batch_format="pyarrow",
-                              udf_modifying_row_count=False, **Resources(num_cpus=0.25).ray_args())
+    Raises:
+        PipelineError: the set is empty or holds an empty prompt.
+    """
+    if not prompts or not all(p.strip() for p in prompts):
+        raise PipelineError("draw-prompt: caption.prompts must hold non-empty prompts")
+    return Stage("draw-prompt", DrawPromptBatch, dict(prompts=tuple(prompts)), needs=(C.ID, C.STATUS),
+                 produces=(C.INSTRUCTION,), resources=Resources(num_cpus=0.25), batch_size=batch_size)

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Operator, Resources
+from operators.base import Resources, Stage
 from operators.ids import content_id
 from operators.rows import error_text, set_columns
 from operators.storage import filesystem, split_uri
 from schemas import columns as C
 from schemas.spec import DecodeConfig, SourceConfig
 from schemas.status import Status
-
-if TYPE_CHECKING:
-    import ray.data
 
 
 def classify(exc: BaseException) -> Status | None:
@@ -97,38 +93,21 @@ class FetchBatch:
 
         if self.source.id_mode == "content":
             ids = [content_id(d) if d is not None else ids[i] for i, d in enumerate(data)]
-        return set_columns(
-            table,
-            {C.ID: ids, C.IMAGE_BYTES: data, C.NUM_BYTES: sizes, C.STATUS: statuses, C.ERROR: errors},
-            {C.ID: pa.string(), C.IMAGE_BYTES: pa.binary(), C.NUM_BYTES: pa.int64(), C.STATUS: pa.string(),
-             C.ERROR: pa.string()},
-        )
+        return set_columns(table, {C.ID: ids, C.IMAGE_BYTES: data, C.NUM_BYTES: sizes, C.STATUS: statuses,
+                                   C.ERROR: errors})
 
 
-class FetchOperator(Operator):
-    """Read each row's object into ``image_bytes``.
+def fetch_stage(source: SourceConfig, decode: DecodeConfig, batch_size: int = 32) -> Stage:
+    """Read each row's object into ``image_bytes`` on CPU tasks.
 
     Missing objects end as ``not_found``, forbidden ones as ``forbidden``, objects over the
     size limit as ``too_large`` (unread), empty ones as ``empty_file``; other errors are
-    retried with exponential backoff and end as ``fetch_error``.
+    retried with exponential backoff and end as ``fetch_error``. With content ids the id is
+    known only here, so the stage produces it.
     """
-
-    name = "fetch"
-
-    def __init__(self, source: SourceConfig, decode: DecodeConfig, batch_size: int = 32,
-                 resources: Resources = Resources(num_cpus=0.5)):
-        self.fn = FetchBatch(source, decode)
-        self.batch_size = batch_size
-        self.resources = resources
-
-    def requires(self) -> tuple[str, ...]:
-        return (C.ID, C.SOURCE, C.NUM_BYTES, C.STATUS, C.ERROR)
-
-    def produces(self) -> tuple[str, ...]:
-        return (C.IMAGE_BYTES, C.ID) if self.fn.source.id_mode == "content" else (C.IMAGE_BYTES,)
-
-    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        return ds.map_batches(
-            self.fn, batch_size=self.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-            udf_modifying_row_count=False, **self.resources.ray_args(),
-        )
+    return Stage(
+        "fetch", FetchBatch, dict(source=source, decode=decode),
+        needs=(C.ID, C.SOURCE, C.NUM_BYTES, C.STATUS, C.ERROR),
+        produces=(C.IMAGE_BYTES, C.ID) if source.id_mode == "content" else (C.IMAGE_BYTES,),
+        resources=Resources(num_cpus=0.5), batch_size=batch_size, zero_copy=True,
+    )

@@ -29,7 +29,6 @@ FAILED = "vlmbatch_images_failed"
 GENERATED_TOKENS = "vlmbatch_generated_tokens"
 PROMPT_TOKENS = "vlmbatch_prompt_tokens"
 QUEUE_DEPTH = "vlmbatch_engine_queue_depth"
-METRIC_NAMES = (PROCESSED, FAILED, GENERATED_TOKENS, PROMPT_TOKENS, QUEUE_DEPTH)
 
 
 class RunMetrics:

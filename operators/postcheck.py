@@ -2,25 +2,21 @@
 
 A generation that is empty, ends in a repetition loop, was cut at ``max_tokens`` or contains a
 refusal phrase keeps its text (for inspection) but its row (or QA pair) is no longer ``ok``.
-:func:`check_generation` is the pure check; :class:`PostCheckOperator` applies it to the
+:func:`check_generation` is the pure check; :func:`postcheck_stage` applies it to the
 caption column on CPU tasks, and the QA stage applies it to every question and answer.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Operator, Resources
+from operators.base import Resources, Stage
 from operators.rows import set_columns
 from schemas import columns as C
 from schemas.spec import PostCheckConfig
 from schemas.status import Status
-
-if TYPE_CHECKING:
-    import ray.data
 
 _MAX_NGRAM = 8
 # Loops in text without spaces (CJK, or byte-level noise) are caught on characters.
@@ -95,34 +91,16 @@ class PostCheckBatch:
             failed = check_generation(texts[i], reasons[i], self.config)
             if failed is not None:
                 statuses[i], errors[i] = failed[0].value, failed[1]
-        return set_columns(table, {C.STATUS: statuses, C.ERROR: errors}, {C.STATUS: pa.string(), C.ERROR: pa.string()})
+        return set_columns(table, {C.STATUS: statuses, C.ERROR: errors})
 
 
-class PostCheckOperator(Operator):
+def postcheck_stage(config: PostCheckConfig, text_column: str = C.CAPTION) -> Stage:
     """Turn unusable ``ok`` generations into ``empty_generation`` / ``refusal`` / ``repetition`` / ``truncated``.
 
     Failed rows keep their text and finish reason; rows already failed pass through unchanged.
+    One block per batch: a larger batch would gather the engine's output blocks into one, and
+    nothing could be written (or survive a crash) until they all arrived.
     """
-
-    name = "postcheck"
-
-    def __init__(self, config: PostCheckConfig, text_column: str = C.CAPTION, batch_size: int | None = None,
-                 resources: Resources = Resources(num_cpus=0.25)):
-        self.config = config
-        self.text_column = text_column
-        # None: one block per batch. A larger batch would gather the engine's output blocks
-        # into one, and nothing could be written (or survive a crash) until they all arrived.
-        self.batch_size = batch_size
-        self.resources = resources
-
-    def requires(self) -> tuple[str, ...]:
-        return (self.text_column, C.FINISH_REASON, C.STATUS, C.ERROR)
-
-    def produces(self) -> tuple[str, ...]:
-        return (C.STATUS, C.ERROR)
-
-    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        return ds.map_batches(
-            PostCheckBatch(self.config, self.text_column), batch_size=self.batch_size, batch_format="pyarrow",
-            udf_modifying_row_count=False, **self.resources.ray_args(),
-        )
+    return Stage("postcheck", PostCheckBatch, dict(config=config, text_column=text_column),
+                 needs=(text_column, C.FINISH_REASON, C.STATUS, C.ERROR), produces=(C.STATUS, C.ERROR),
+                 resources=Resources(num_cpus=0.25))

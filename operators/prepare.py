@@ -8,19 +8,15 @@ accelerator actors; the engine then finds the image already in its final layout.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Operator, Resources
+from operators.base import Resources, Stage
 from operators.rows import map_rows
 from schemas import columns as C
 from schemas.status import Status
 
-if TYPE_CHECKING:
-    import ray.data
-
-OUT_TYPES = {C.PIXELS: pa.binary(), C.WIDTH: pa.int32(), C.HEIGHT: pa.int32()}
+PRODUCES = (C.PIXELS, C.WIDTH, C.HEIGHT)
 
 
 class PrepareBatch:
@@ -37,27 +33,11 @@ class PrepareBatch:
         return {C.PIXELS: out.tobytes(), C.WIDTH: out.size[0], C.HEIGHT: out.size[1]}
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return map_rows(table, self._row, OUT_TYPES, failure_status=Status.DECODE_ERROR)
+        return map_rows(table, self._row, PRODUCES, failure_status=Status.DECODE_ERROR)
 
 
-class PrepareOperator(Operator):
+def prepare_stage(prepare: Callable, batch_size: int = 32) -> Stage:
     """Apply a family's CPU preparation (``ModelFamily.cpu_prepare``) to every ``ok`` row's pixels."""
-
-    name = "prepare"
-
-    def __init__(self, prepare: Callable, batch_size: int = 32, resources: Resources = Resources(num_cpus=1)):
-        self.prepare = prepare
-        self.batch_size = batch_size
-        self.resources = resources
-
-    def requires(self) -> tuple[str, ...]:
-        return (C.PIXELS, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR)
-
-    def produces(self) -> tuple[str, ...]:
-        return tuple(OUT_TYPES)
-
-    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        return ds.map_batches(
-            PrepareBatch(self.prepare), batch_size=self.batch_size, batch_format="pyarrow",
-            udf_modifying_row_count=False, **self.resources.ray_args(),
-        )
+    return Stage("prepare", PrepareBatch, dict(prepare=prepare),
+                 needs=(C.PIXELS, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR), produces=PRODUCES,
+                 resources=Resources(num_cpus=1), batch_size=batch_size)

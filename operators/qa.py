@@ -10,32 +10,25 @@ the last model stage, so it drops the pixels.
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import pyarrow as pa
 
-from operators.base import Operator
-from operators.caption import engine_pool, make_engine
+from operators.base import PipelineError, Stage
+from operators.caption import IMAGE_NEEDS, engine_stage
 from operators.draw import draw
 from operators.postcheck import check_generation
 from operators.rows import set_columns
-from operators.vlm.engine import EngineActor, EngineDead, GenerationRequest
+from operators.vlm.engine import Engine, EngineActor, GenerationRequest
+from operators.vlm.factory import EngineFactory
 from operators.vlm.registry import get_family
 from schemas import columns as C
-from schemas.dataset_records import QA_PAIR
 from schemas.provenance import Provenance
 from schemas.spec import ModelConfig, PostCheckConfig, QAConfig, ResourcesConfig, SamplingConfig
 from schemas.status import Status
 
-if TYPE_CHECKING:
-    import ray.data
-
-log = logging.getLogger(__name__)
-
-OUT_TYPES = {C.QA: pa.list_(QA_PAIR), C.QA_MODEL_ID: pa.string(), C.QA_ENGINE: pa.string()}
+PRODUCES = (C.QA, C.QA_MODEL_ID, C.QA_ENGINE)
 _NUMBERING = re.compile(r"^\s*(?:\d+[.):]|[-*\u2022]|Q\d*[.):]?)\s*", re.IGNORECASE)
 _CAPTION_CHARS = 2000  # a runaway caption must not push the question prompt past the context
 
@@ -56,16 +49,23 @@ def _pair(question, answer=None, origin=None, status=Status.OK, error=None, fini
 
 
 class QAActor(EngineActor):
-    """Ray Data actor UDF: one engine; asks and answers questions for every ``ok`` row of a batch."""
+    """Ray Data actor UDF: one engine; asks and answers questions for every ``ok`` row of a batch.
 
-    def __init__(self, model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postcheck: PostCheckConfig,
-                 provenance: Provenance, pixels_column: str = C.PIXELS):
-        self.family = get_family(model.family)
+    Args:
+        engine: builds this actor's engine (called once, in the actor's process).
+        family: registry name of the QA model's family (prompt format).
+        qa: where questions come from and how many.
+        postcheck: the checks every question and answer passes.
+        provenance: the QA model's (its id is stamped on every row).
+    """
+
+    def __init__(self, engine: Callable[[], Engine], family: str, qa: QAConfig, postcheck: PostCheckConfig,
+                 provenance: Provenance):
+        self.family = get_family(family)
         self.qa = qa
         self.postcheck = postcheck
         self.provenance = provenance
-        self.pixels_column = pixels_column
-        self.engine = make_engine(model, sampling)
+        self.engine = engine()
 
     def _questions(self, row_id: str, manifest_questions: list[str] | None) -> tuple[list[str], str] | None:
         """Questions and their origin from the first configured place that has some; None: generate."""
@@ -78,13 +78,6 @@ class QAActor(EngineActor):
                 return None
         return [], "none"
 
-    async def _run(self, requests: list[GenerationRequest]):
-        try:
-            return await self.engine.generate(requests)
-        except EngineDead as exc:
-            log.error("QA engine died (%s); exiting so the actor is replaced", exc)
-            os._exit(1)
-
     async def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         statuses = table.column(C.STATUS).to_pylist()
@@ -95,7 +88,7 @@ class QAActor(EngineActor):
         todo = [i for i in range(n) if statuses[i] == Status.OK.value]
         images = {}
         if todo:
-            pixels = table.column(self.pixels_column)
+            pixels = table.column(C.PIXELS)
             widths, heights = table.column(C.WIDTH).to_pylist(), table.column(C.HEIGHT).to_pylist()
             images = {i: self.request_image(pixels[i].as_buffer(), widths[i], heights[i]) for i in todo}
         questions: dict[int, list[tuple[str, str]]] = {}
@@ -112,7 +105,7 @@ class QAActor(EngineActor):
             reqs = [GenerationRequest(f"{ids[i]}-ask", self.family.build_prompt(
                 self.qa.generate_prompt.format(caption=(captions[i] or "")[:_CAPTION_CHARS], n=k)), (images[i],))
                 for i in generate]
-            for i, res in zip(generate, await self._run(reqs), strict=True):
+            for i, res in zip(generate, await self.generate(reqs), strict=True):
                 failed = ((res.status, res.error) if res.status != Status.OK
                           else check_generation(res.text, res.finish_reason, self.postcheck))
                 parsed = parse_questions(res.text, k) if failed is None else []
@@ -125,55 +118,37 @@ class QAActor(EngineActor):
         if pairs:
             reqs = [GenerationRequest(f"{ids[i]}-qa{j}", self.family.build_prompt(q), (images[i],))
                     for j, (i, q, _) in enumerate(pairs)]
-            for (i, q, origin), res in zip(pairs, await self._run(reqs), strict=True):
+            for (i, q, origin), res in zip(pairs, await self.generate(reqs), strict=True):
                 failed = ((res.status, res.error) if res.status != Status.OK
                           else check_generation(res.text, res.finish_reason, self.postcheck))
                 status, error = failed if failed is not None else (Status.OK, None)
                 qa[i].append(_pair(q, res.text, origin, status, error, res.finish_reason))
         p = self.provenance
         out = {C.QA: qa, C.QA_MODEL_ID: [p.model_id] * n, C.QA_ENGINE: [self.engine.name] * n}
-        return set_columns(table.drop_columns([self.pixels_column]), out, OUT_TYPES)
+        return set_columns(table.drop_columns([C.PIXELS]), out)
 
 
-class QAOperator(Operator):
-    """Visual QA for every ``ok`` row on its own pool of engine actors; drops the pixels."""
+def qa_stage(model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postcheck: PostCheckConfig,
+             resources: ResourcesConfig, provenance: Provenance,
+             engines: Callable[[ModelConfig, SamplingConfig], Callable[[], Engine]] = EngineFactory) -> Stage:
+    """Visual QA for every ``ok`` row on its own pool of engine actors; drops the pixels.
 
-    name = "qa"
-
-    def __init__(self, model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postcheck: PostCheckConfig,
-                 resources: ResourcesConfig, provenance: Provenance, pixels_column: str = C.PIXELS):
-        self.model = model
-        self.sampling = sampling
-        self.qa = qa
-        self.postcheck = postcheck
-        self.resources = resources
-        self.provenance = provenance
-        self.pixels_column = pixels_column
-
-    def requires(self) -> tuple[str, ...]:
-        needs = [C.ID, self.pixels_column, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR]
-        if "generate" in self.qa.questions_from:
-            needs.append(C.CAPTION)
-        if "manifest" in self.qa.questions_from:
-            needs.append(C.QUESTIONS)
-        return tuple(needs)
-
-    def produces(self) -> tuple[str, ...]:
-        return tuple(OUT_TYPES)
-
-    def drops(self) -> tuple[str, ...]:
-        return (self.pixels_column,)
-
-    def check(self) -> None:
-        get_family(self.model.family)
-        if "set" in self.qa.questions_from and not self.qa.question_set:
-            raise ValueError("qa.questions_from names 'set' but qa.question_set is empty")
-        try:
-            self.qa.generate_prompt.format(caption="", n=1)
-        except (KeyError, IndexError) as exc:
-            raise ValueError(f"qa.generate_prompt may use only {{caption}} and {{n}}: {exc}") from None
-
-    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        return engine_pool(ds, QAActor, self.resources, self.model,
-                           dict(model=self.model, sampling=self.sampling, qa=self.qa, postcheck=self.postcheck,
-                                provenance=self.provenance, pixels_column=self.pixels_column))
+    Raises:
+        PipelineError: the question settings cannot work (a set origin without a set, a bad format field).
+    """
+    if "set" in qa.questions_from and not qa.question_set:
+        raise PipelineError("qa: qa.questions_from names 'set' but qa.question_set is empty")
+    try:
+        qa.generate_prompt.format(caption="", n=1)
+    except (KeyError, IndexError) as exc:
+        raise PipelineError(f"qa: qa.generate_prompt may use only {{caption}} and {{n}}: {exc}") from None
+    needs = list(IMAGE_NEEDS)
+    if "generate" in qa.questions_from:
+        needs.append(C.CAPTION)
+    if "manifest" in qa.questions_from:
+        needs.append(C.QUESTIONS)
+    return engine_stage(
+        "qa", QAActor,
+        dict(engine=engines(model, sampling), family=model.family, qa=qa, postcheck=postcheck, provenance=provenance),
+        model, resources, needs=tuple(needs), produces=PRODUCES, drops=(C.PIXELS,),
+    )

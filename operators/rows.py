@@ -10,9 +10,6 @@ import pyarrow as pa
 from schemas import columns as C
 from schemas.status import Status
 
-STATUS_TYPES = {C.STATUS: pa.string(), C.ERROR: pa.string()}
-
-
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS",
                "AZURE_STORAGE_KEY", "HF_TOKEN")
 
@@ -48,7 +45,7 @@ class RowFailure(Exception):
 def map_rows(
     table: pa.Table,
     fn: Callable[[dict], dict],
-    out_types: dict[str, pa.DataType],
+    produces: tuple[str, ...],
     *,
     failure_status: Status,
     drop: tuple[str, ...] = (),
@@ -61,9 +58,9 @@ def map_rows(
     neighbours.
 
     Returns:
-        ``table`` minus ``drop`` with the produced columns set, types per ``out_types``.
+        ``table`` minus ``drop`` with the ``produces`` columns set (catalogue types).
     """
-    names = [n for n in out_types if n not in STATUS_TYPES]
+    names = [n for n in produces if n not in (C.STATUS, C.ERROR)]
     produced: dict[str, list] = {n: [] for n in names}
     statuses = table.column(C.STATUS).to_pylist()
     errors = table.column(C.ERROR).to_pylist() if C.ERROR in table.column_names else [None] * table.num_rows
@@ -80,13 +77,13 @@ def map_rows(
         for n in names:
             produced[n].append(result.get(n, row.get(n)))
     out = table.drop_columns([n for n in drop if n in table.column_names])
-    return set_columns(out, {**produced, C.STATUS: statuses, C.ERROR: errors}, {**out_types, **STATUS_TYPES})
+    return set_columns(out, {**produced, C.STATUS: statuses, C.ERROR: errors})
 
 
-def set_columns(table: pa.Table, values: dict[str, list], types: dict[str, pa.DataType]) -> pa.Table:
-    """Return ``table`` with ``values`` added or replacing columns of the same name."""
+def set_columns(table: pa.Table, values: dict[str, list]) -> pa.Table:
+    """Return ``table`` with ``values`` added or replacing columns of the same name (catalogue types)."""
     for name, data in values.items():
-        array = pa.array(data, type=types[name])
+        array = pa.array(data, type=C.TYPES[name])
         if name in table.column_names:
             table = table.set_column(table.column_names.index(name), name, array)
         else:

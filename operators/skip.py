@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from operators.base import Operator
+from operators.base import Resources, Stage
 from schemas import columns as C
-
-if TYPE_CHECKING:
-    import ray.data
 
 
 class SkipIds:
@@ -29,24 +24,13 @@ class SkipIds:
         return table.filter(pc.invert(pc.is_in(table.column(C.ID), value_set=self._done)))
 
 
-class SkipDoneOperator(Operator):
-    """Keep only rows whose id is not in ``done_ids``."""
+def skip_done_stage(done_ids: list[str]) -> Stage:
+    """Keep only rows whose id is not in ``done_ids`` (put in the object store here, once; Ray must be up).
 
-    name = "skip-done"
+    One block in, one (smaller) block out: block boundaries stay as they were.
+    """
+    import ray
 
-    def __init__(self, done_ids: list[str]):
-        self.done_ids = done_ids
-
-    def requires(self) -> tuple[str, ...]:
-        return (C.ID,)
-
-    def produces(self) -> tuple[str, ...]:
-        return ()
-
-    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        import ray
-
-        ref = ray.put(pa.array(self.done_ids, pa.string()))
-        # batch_size=None keeps block boundaries: one block in, one (smaller) block out.
-        return ds.map_batches(SkipIds(ref), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
-                              num_cpus=0.25)
+    ref = ray.put(pa.array(done_ids, pa.string()))
+    return Stage("skip-done", SkipIds, dict(done_ref=ref), needs=(C.ID,), resources=Resources(num_cpus=0.25),
+                 keeps_rows=False, zero_copy=True)

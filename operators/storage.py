@@ -35,8 +35,10 @@ def join_uri(root: str, *parts: str) -> str:
 
 
 def to_uri(protocol: str, path: str) -> str:
-    """Inverse of :func:`split_uri` for a path that a filesystem returned."""
-    return path if protocol == "file" else f"{protocol}://{path}"
+    """Inverse of :func:`split_uri` for a path that a filesystem returned (``s3a`` is spelled ``s3``)."""
+    if protocol == "file":
+        return path
+    return f"{'s3' if protocol == 's3a' else protocol}://{path}"
 
 
 def storage_options(protocol: str, storage: StorageConfig) -> dict:

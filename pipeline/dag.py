@@ -1,15 +1,17 @@
-"""The Python DAG composition API: a lazy, validated chain of operators.
+"""The Python DAG composition API: a lazy, validated chain of stages after one source.
 
     pipe = (Pipeline.read(PrefixSource(spec.source))
-            .then(FetchOperator(spec.source, spec.decode))
-            .then(DecodeOperator(spec.decode))
-            .then(CaptionOperator(...)))
+            .then(fetch_stage(spec.source, spec.decode))
+            .then(decode_stage(spec.decode))
+            .then(caption_stage(...)))
     pipe.validate()                 # on the driver, in milliseconds
-    result = pipe.write(sink)       # nothing runs before this
+    manifest = Run(spec, pipeline=pipe).execute()    # nothing runs before this
 
-Validation walks the chain with the set of columns each step sees; an operator that needs a
-column nobody produced fails with the operator, the column, the nearest known name and the
-columns that exist. ``then`` returns a new pipeline, so partial pipelines can be reused.
+:func:`pipeline.plan.build_pipeline` composes the same chain from a spec (what ``vlmbatch run``
+runs). Validation walks the chain with the columns each stage sees; a stage that needs a column
+nobody produced fails with the stage, the column, the nearest known name and the columns that
+exist, and a stage that produces a column with no type in the catalogue fails naming it.
+``then`` returns a new pipeline, so partial pipelines can be reused.
 """
 
 from __future__ import annotations
@@ -18,22 +20,21 @@ import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from operators.base import Operator, SourceOperator
+from operators.base import PipelineError, SourceOperator, Stage
+from schemas import columns as C
 
 if TYPE_CHECKING:
     import ray.data
 
-
-class PipelineError(ValueError):
-    """The pipeline is malformed; raised before anything runs."""
+__all__ = ["Pipeline", "PipelineError"]
 
 
 @dataclass(frozen=True)
 class Pipeline:
-    """An immutable chain: one source, then operators in order."""
+    """An immutable chain: one source, then stages in order."""
 
     source: SourceOperator
-    operators: tuple[Operator, ...] = ()
+    stages: tuple[Stage, ...] = ()
 
     @classmethod
     def read(cls, source: SourceOperator) -> Pipeline:
@@ -42,84 +43,74 @@ class Pipeline:
             raise PipelineError(f"a pipeline starts at a SourceOperator, got {type(source).__name__}")
         return cls(source)
 
-    def then(self, operator: Operator) -> Pipeline:
-        """A new pipeline with ``operator`` appended."""
-        if not isinstance(operator, Operator):
-            raise PipelineError(f"then() takes an Operator, got {type(operator).__name__}")
-        return Pipeline(self.source, (*self.operators, operator))
+    def then(self, stage: Stage) -> Pipeline:
+        """A new pipeline with ``stage`` appended."""
+        if not isinstance(stage, Stage):
+            raise PipelineError(f"then() takes a Stage, got {type(stage).__name__}")
+        return Pipeline(self.source, (*self.stages, stage))
 
-    def columns(self) -> tuple[str, ...]:
-        """Columns of the rows at the end of the chain (validates first)."""
-        return tuple(sorted(self.validate()))
-
-    def validate(self, final_requires: tuple[str, ...] = ()) -> set[str]:
-        """Check every operator's settings and column contract, in order.
+    def validate(self, final_needs: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """Check the source's settings and every stage's column contract, in order.
 
         Args:
-            final_requires: columns the consumer of the last step needs (the sink's).
+            final_needs: columns the consumer of the last stage needs (the sink's writer).
 
         Returns:
-            The columns available after the last operator.
+            The columns the rows carry after the last stage, in the order they were first produced.
 
         Raises:
-            PipelineError: naming the first operator whose needs are not met.
+            PipelineError: naming the first step whose needs are not met.
         """
-        steps: list = [self.source, *self.operators]
-        for step in steps:
-            try:
-                step.check()
-            except (ValueError, KeyError) as exc:
-                raise PipelineError(f"{step.name}: {exc.args[0] if exc.args else exc}") from exc
-        available = set(self.source.produces())
-        for op in self.operators:
-            missing = [c for c in op.requires() if c not in available]
+        try:
+            self.source.check()
+        except (ValueError, KeyError) as exc:
+            raise PipelineError(f"{self.source.name}: {exc.args[0] if exc.args else exc}") from exc
+        available = list(self.source.produces())
+        for stage in self.stages:
+            missing = [c for c in stage.needs if c not in available]
             if missing:
-                raise PipelineError(self._missing_message(op.name, missing, available))
-            available = (available - set(op.drops())) | set(op.produces())
-        missing = [c for c in final_requires if c not in available]
+                raise PipelineError(self._missing_message(stage.name, missing, available))
+            untyped = [c for c in stage.produces if c not in C.TYPES]
+            if untyped:
+                raise PipelineError(f"stage {stage.name!r} produces column {', '.join(map(repr, untyped))} which has "
+                                    "no type in schemas/columns.py TYPES; declare it there so it reaches the sink")
+            available = [c for c in available if c not in stage.drops]
+            available += [c for c in stage.produces if c not in available]
+        missing = [c for c in final_needs if c not in available]
         if missing:
             raise PipelineError(self._missing_message("sink", missing, available))
-        return available
+        return tuple(available)
 
     @staticmethod
-    def _missing_message(step: str, missing: list[str], available: set[str]) -> str:
+    def _missing_message(step: str, missing: list[str], available: list[str]) -> str:
         parts = []
         for column in missing:
             near = difflib.get_close_matches(column, sorted(available), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             parts.append(f"{column!r}{hint}")
-        return (f"operator {step!r} requires column {', '.join(parts)} which no earlier step produces; "
+        return (f"stage {step!r} requires column {', '.join(parts)} which no earlier step produces; "
                 f"available: {', '.join(sorted(available))}")
 
-    def plan(self, final_requires: tuple[str, ...] = (), skip_ids: list[str] | None = None) -> ray.data.Dataset:
-        """Validate, then build the lazy Ray dataset (still nothing runs).
+    def dataset(self, skip: Stage | None = None) -> ray.data.Dataset:
+        """The lazy Ray dataset of this chain (nothing runs); call :meth:`validate` first.
 
         Args:
-            final_requires: columns the sink needs.
-            skip_ids: ids already done (resume, incremental runs); their rows are dropped as
-                early as their final id is known: right after the source when it assigns ids
-                at listing, else right after the first operator that produces ``id``.
+            skip: a stage that drops rows already done (resume, schedules), applied as early as
+                the rows' final id is known: right after the source when it assigns ids at
+                listing, else right after the first stage that produces ``id``.
         """
-        from operators.skip import SkipDoneOperator
-        from schemas import columns as C
-
-        self.validate(final_requires)
         ds = self.source.read()
-        pending = SkipDoneOperator(skip_ids) if skip_ids else None
-        if pending is not None and getattr(self.source, "ids_at_listing", True):
+        pending = skip
+        if pending is not None and self.source.ids_at_listing:
             ds, pending = pending.apply(ds), None
-        for op in self.operators:
-            ds = op.apply(ds)
-            if pending is not None and C.ID in op.produces():
+        for stage in self.stages:
+            ds = stage.apply(ds)
+            if pending is not None and C.ID in stage.produces:
                 ds, pending = pending.apply(ds), None
         if pending is not None:
             ds = pending.apply(ds)
         return ds
 
-    def write(self, sink) -> object:
-        """Validate, plan and run into ``sink``; returns what the sink's ``commit`` returns."""
-        return sink.commit(self)
-
     def describe(self) -> str:
         """One line per step, for logs."""
-        return " -> ".join([self.source.name, *(op.name for op in self.operators)])
+        return " -> ".join([self.source.name, *(s.name for s in self.stages)])

@@ -1,44 +1,32 @@
-"""What the operator sees during and after a run, from the driver's commit loop.
+"""What the operator sees during a run, from the driver's commit loop.
 
 :class:`RunObserver` gets one call per committed shard and prints one line of running counts
 (images done, failed, images/s, tokens/s) beside Ray Data's per-operator progress bars. It
-keeps a timeline of those counts, and after the manifest is written it writes the run report
-(``pipeline.report``) beside it. Neither the line nor the report may fail a run: the manifest
-is already the truth when the report is written.
+keeps a timeline of those counts, which the run's report draws. It only observes: it writes
+nothing and never fails a run.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from schemas.status import Status
 
-if TYPE_CHECKING:
-    import ray.data
-
-    from schemas.manifest import Manifest
-    from schemas.spec import StorageConfig
-
-log = logging.getLogger(__name__)
-
 
 class RunObserver:
-    """Driver-side progress line and report writer of one commit.
+    """Driver-side progress line of one run.
 
     Args:
         stream: where the progress line goes (the job's log under Ray Jobs).
         min_interval_s: fewest seconds between two lines, so big runs do not flood the log.
-        write_report: write ``report.json`` / ``report.html`` after the commit.
     """
 
-    def __init__(self, stream: TextIO | None = None, min_interval_s: float = 2.0, write_report: bool = True):
+    def __init__(self, stream: TextIO | None = None, min_interval_s: float = 2.0):
         self.stream = stream
         self.min_interval_s = min_interval_s
-        self.write_report = write_report
         self.started = time.monotonic()
         self.rows_in: int | None = None
         self.resumed = 0
@@ -81,19 +69,7 @@ class RunObserver:
         self._last_print, self._last_line = now, line
         print(line, file=self.stream or sys.stderr, flush=True)
 
-    def committed(self, manifest: Manifest, run_root: str, storage: StorageConfig | None,
-                  ds: ray.data.Dataset | None = None) -> dict | None:
-        """The manifest is written: print the last line, write the report; return the report (None on failure)."""
-        self._print(force=True)
-        if not self.write_report:
-            return None
-        from pipeline.report import build_report, stage_times, write_report
-
-        try:
-            stages = stage_times(ds) if ds is not None else []
-            report = build_report(manifest, run_root, storage, self.timeline, stages)
-            write_report(report, run_root, storage)
-        except Exception as exc:  # noqa: BLE001 - the run is committed; a report failure is only a warning
-            log.warning("run %s is committed but its report could not be written: %s", manifest.run_id, exc)
-            return None
-        return report
+    def finish(self) -> None:
+        """The loop is over: print the last count, unless the last line printed already says it."""
+        if self.line().split("),")[0] != self._last_line.split("),")[0]:
+            self._print(force=True)

@@ -37,3 +37,12 @@ def provenance_for(spec: JobSpec, run_id: str) -> Provenance:
         code_version=code_version(),
         run_id=run_id,
     )
+
+
+def qa_provenance(spec: JobSpec, run_id: str) -> Provenance:
+    """Provenance of the QA stage (its own model and sampling)."""
+    assert spec.qa is not None
+    model = spec.qa.model or spec.model
+    sampling = spec.qa.sampling or spec.sampling
+    return Provenance(model_id=model.model_id, model_revision=model.revision, sampling_hash=sampling.digest(),
+                      code_version=code_version(), run_id=run_id)

@@ -135,11 +135,27 @@ def build_report(manifest: Manifest, run_root: str, storage: StorageConfig | Non
 
 def write_report(report: dict, run_root: str, storage: StorageConfig | None = None) -> None:
     """Write ``report.json`` and ``report.html`` under ``run_root``."""
-    from pipeline.commit import write_bytes_atomic
     from pipeline.report_html import render_html
+    from pipeline.shards import write_bytes_atomic
 
     write_bytes_atomic(join_uri(run_root, REPORT_JSON), json.dumps(report, indent=2).encode(), storage)
     write_bytes_atomic(join_uri(run_root, REPORT_HTML), render_html(report).encode(), storage)
+
+
+def publish_report(manifest: Manifest, run_root: str, storage: StorageConfig | None = None,
+                   timeline: list[tuple[float, int, int]] | None = None,
+                   ds: ray.data.Dataset | None = None) -> dict | None:
+    """Build and write the report of a committed run; None (and a warning) if it cannot be written.
+
+    The manifest is already the truth when this runs: a report failure never fails the run.
+    """
+    try:
+        report = build_report(manifest, run_root, storage, timeline, stage_times(ds) if ds is not None else [])
+        write_report(report, run_root, storage)
+    except Exception as exc:  # noqa: BLE001 - the run is committed; a report failure is only a warning
+        log.warning("run %s is committed but its report could not be written: %s", manifest.run_id, exc)
+        return None
+    return report
 
 
 def read_report(run_root: str, storage: StorageConfig | None = None) -> dict[str, Any] | None:

@@ -1,14 +1,42 @@
-"""The runner: Ray start-up, Ray Data context, one run of a job spec, the summary."""
+"""The one owner of a run on the driver: validate once, read the committed state once, stream, commit, report.
+
+    manifest = Run(spec).execute()        # what `vlmbatch run` and `python -m jobs.caption` do
+
+Control path: the plan (:func:`pipeline.plan.build_pipeline`, or a pipeline the caller composed)
+is validated once against the writer's needs, which also fixes the record schema; the manifest
+is read once (a committed run id is not run again); staging is scanned once (a resumed run skips
+what earlier attempts wrote); Ray starts; the rows stream through the stages into the writer,
+whose one row per shard feeds the ledger and the progress line; the exactly-once check passes
+or nothing is published; the manifest is written (the commit); the report is written beside it;
+the summary is printed. The writer writes, the observer observes; neither calls back.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+import sys
+import time
+from typing import TYPE_CHECKING, TextIO
 
-from pipeline.build import caption_pipeline, caption_sink, new_run_id
-from pipeline.commit import read_manifest
-from schemas.manifest import Manifest
+from operators.skip import skip_done_stage
+from operators.storage import join_uri
+from operators.vlm.factory import EngineFactory
+from pipeline.commit import MANIFEST, CommitError, check_exactly_once, read_manifest, write_manifest
+from pipeline.dag import Pipeline
+from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
+from pipeline.plan import Engines, build_pipeline, new_run_id
+from pipeline.progress import RunObserver
+from pipeline.provenance import provenance_for
+from pipeline.report import publish_report
+from pipeline.shards import WRITER_NEEDS, Ledger, scan_staging, writer_stage
+from schemas.manifest import Manifest, RunSummary
+from schemas.records import record_schema
 from schemas.spec import JobSpec, ResourcesConfig, RunConfig
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -55,37 +83,135 @@ def configure_data_context(run: RunConfig, resources: ResourcesConfig | None = N
     ctx.max_errored_blocks = 0
 
 
-def run_job(spec: JobSpec, run_id: str | None = None, skip_ids: list[str] | None = None,
-            allow_empty: bool = False) -> Manifest | None:
-    """Run ``spec`` end to end and return the committed manifest.
+def summary_lines(manifest: Manifest, run_root: str) -> list[str]:
+    """What a run prints when it is committed (the CLI and the DAG API alike)."""
+    return [f"committed run {manifest.run_id}: {len(manifest.files)} files",
+            f"output: {join_uri(run_root, MANIFEST)}", *manifest.summary.render().splitlines()]
 
-    A run id that is already committed is not run again: its manifest is returned as is
-    (``manifest.run_id`` equal, nothing written). An uncommitted one is resumed.
+
+class Run:
+    """One run of ``spec`` under one run id.
 
     Args:
-        spec: the job.
+        spec: the job (its sink, resources, run options and manifest fields).
         run_id: overrides ``spec.run.run_id``; None makes a fresh one.
-        skip_ids: ids done by earlier runs (schedules); their rows are not processed or written.
-        allow_empty: with nothing left to do, return None instead of committing an empty run.
-
-    Raises:
-        pipeline.dag.PipelineError: the pipeline is malformed (before anything starts).
-        pipeline.commit.CommitError: the run could not be committed.
-        operators.sources.prefix.SourceError: the source cannot be listed.
+        pipeline: the stages to run; None builds them from ``spec`` (:func:`build_pipeline`).
+        skip_ids: ids done by earlier runs (schedules); their rows are neither processed nor written.
+        engines: the engine builder of the spec's model stages, when the pipeline is built here.
+        stream: where the progress line and the summary go (default stderr / stdout).
     """
-    run_id = run_id or spec.run.run_id or new_run_id(spec.name)
-    pipe = caption_pipeline(spec, run_id)
-    sink = caption_sink(spec, run_id)
-    sink.skip_ids = list(skip_ids or [])
-    pipe.validate(sink.requires())
-    committed = read_manifest(sink.run_root, spec.sink.storage)
-    if committed is not None:
-        log.info("run %s is already committed at %s; nothing to do", run_id, sink.run_root)
-        return committed
-    if allow_empty and sink.expected_rows(pipe) == 0:
-        log.info("nothing new to process for run %s", run_id)
-        return None
-    init_ray(spec.run)
-    configure_data_context(spec.run, spec.resources)
-    log.info("run %s: %s -> %s", run_id, pipe.describe(), sink.run_root)
-    return pipe.write(sink)
+
+    def __init__(self, spec: JobSpec, run_id: str | None = None, *, pipeline: Pipeline | None = None,
+                 skip_ids: list[str] | None = None, engines: Engines = EngineFactory, stream: TextIO | None = None):
+        self.spec = spec
+        self.run_id = run_id or spec.run.run_id or new_run_id(spec.name)
+        self.pipeline = pipeline or build_pipeline(spec, self.run_id, engines)
+        self.skip_ids = list(skip_ids or [])
+        self.run_root = join_uri(spec.sink.uri, self.run_id)
+        self.stream = stream
+        self.observer = RunObserver(stream)
+
+    def expected_rows(self) -> int | None:
+        """Rows this run must commit: the source's, less those skipped as done elsewhere; None if unknown."""
+        source = self.pipeline.source
+        if not self.skip_ids:
+            return source.count()
+        ids = source.ids()
+        if ids is None:
+            return None
+        skip = set(self.skip_ids)
+        return sum(1 for i in ids if i not in skip)
+
+    def execute(self, allow_empty: bool = False) -> Manifest | None:
+        """Run to the commit and return the committed manifest.
+
+        A run id that is already committed is not run again: its manifest is returned as is.
+        An uncommitted one is resumed.
+
+        Args:
+            allow_empty: with nothing left to do, return None instead of committing an empty run.
+
+        Raises:
+            pipeline.dag.PipelineError: the pipeline is malformed (before anything starts).
+            pipeline.commit.CommitError: rows were lost or duplicated; nothing was published.
+            operators.sources.prefix.SourceError: the source cannot be listed.
+        """
+        spec, storage = self.spec, self.spec.sink.storage
+        schema = record_schema(self.pipeline.validate(WRITER_NEEDS))
+        committed = read_manifest(self.run_root, storage)
+        if committed is not None:
+            log.info("run %s is already committed at %s; nothing to do", self.run_id, self.run_root)
+            self._print_summary(committed)
+            return committed
+        rows_in = self.expected_rows()
+        if allow_empty and rows_in == 0:
+            log.info("nothing new to process for run %s", self.run_id)
+            return None
+        init_ray(spec.run)
+        configure_data_context(spec.run, spec.resources)
+        log.info("run %s: %s -> %s", self.run_id, self.pipeline.describe(), self.run_root)
+        started = time.monotonic()
+        ledger = scan_staging(self.run_root, storage)
+        earlier = set(ledger.files)
+        resumed = len(ledger.ids)
+        self.observer.start(rows_in, resumed)
+        shards = None
+        if rows_in is None or resumed < rows_in:
+            done = self.skip_ids + ledger.ids
+            ds = self.pipeline.dataset(skip_done_stage(done) if done else None)
+            shards = writer_stage(self.run_root, spec.sink, schema).apply(ds)
+            for meta in shards.iter_rows():
+                if meta["path"] in ledger.files:
+                    raise CommitError(f"two shards wrote {meta['path']}: the same rows were processed twice")
+                ledger.add(meta)
+                crash_point(AFTER_SHARDS, len(ledger.files) - len(earlier))
+                self.observer.shard(meta)
+        self.observer.finish()
+        check_exactly_once(ledger, earlier, rows_in, self.run_root, storage)
+        manifest = self._manifest(schema, ledger, rows_in, resumed, max(time.monotonic() - started, 1e-9))
+        crash_point(BEFORE_MANIFEST)
+        write_manifest(self.run_root, manifest, storage)
+        publish_report(manifest, self.run_root, storage, self.observer.timeline, shards)
+        self._print_summary(manifest)
+        return manifest
+
+    def _print_summary(self, manifest: Manifest) -> None:
+        print("\n".join(summary_lines(manifest, self.run_root)), file=self.stream or sys.stdout, flush=True)
+
+    def _manifest(self, schema: pa.Schema, ledger: Ledger, rows_in: int | None, resumed: int,
+                  wall: float) -> Manifest:
+        summary = RunSummary(
+            rows_in=rows_in if rows_in is not None else ledger.rows,
+            rows_out=ledger.rows,
+            rows_resumed=resumed,
+            by_status=dict(ledger.by_status),
+            wall_s=round(wall, 3),
+            images_per_s=round((ledger.rows - resumed) / wall, 4),
+            prompt_tokens=ledger.prompt_tokens,
+            generated_tokens=ledger.generated_tokens,
+            generated_tokens_per_s=round(ledger.generated_tokens / wall, 3),
+        )
+        prov = provenance_for(self.spec, self.run_id)
+        return Manifest(
+            schema_version=schema.metadata[b"vlmbatch.schema_version"].decode(),
+            record=schema.metadata[b"vlmbatch.record"].decode(),
+            run_id=self.run_id,
+            job=self.spec.name,
+            spec_hash=self.spec.digest(),
+            spec=self.spec.model_dump(mode="json"),
+            model_id=prov.model_id,
+            model_revision=prov.model_revision,
+            engine=ledger.engine,
+            sampling_hash=prov.sampling_hash,
+            code_version=prov.code_version,
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            files=sorted(ledger.files.values(), key=lambda f: f.path),
+            error_files=sorted(ledger.error_files.values(), key=lambda f: f.path),
+            summary=summary,
+        )
+
+
+def run_job(spec: JobSpec, run_id: str | None = None, skip_ids: list[str] | None = None,
+            allow_empty: bool = False, engines: Engines = EngineFactory) -> Manifest | None:
+    """``Run(spec, run_id, skip_ids=..., engines=...).execute(allow_empty)``."""
+    return Run(spec, run_id, skip_ids=skip_ids, engines=engines).execute(allow_empty)

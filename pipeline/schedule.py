@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.storage import ensure_parent, filesystem, join_uri
-from pipeline.commit import read_committed, write_bytes_atomic
+from pipeline.commit import read_committed
 from pipeline.locks import ObjectLock
-from pipeline.shards import retry
+from pipeline.shards import retry, write_bytes_atomic
 from schemas import columns as C
 from schemas.manifest import Manifest
 from schemas.records import SCHEMA_VERSION
@@ -122,7 +122,7 @@ class Schedule:
         Raises:
             pipeline.locks.LockHeld: another run of this schedule is in progress.
         """
-        from pipeline.build import new_run_id
+        from pipeline.plan import new_run_id
         from pipeline.runner import run_job
 
         pending_uri = join_uri(self.vroot, "pending.json")

@@ -1,9 +1,13 @@
-"""Shard files of a run: atomic writes with retries, and reading back what a dead attempt left.
+"""Shard files of a run: atomic writes with retries, the writer stage, and the ledger of what is written.
 
 A shard is one Parquet file under ``<run>/staging/`` named from the ids it holds, plus, when
 any of its rows failed, one file under ``<run>/errors/`` with those rows' id, source, status
 and error. Files appear whole or not at all (one PUT on object stores; write-then-rename on
 local disks), so a reader of the staging prefix never sees half a file.
+
+The :class:`Ledger` adds up what the shards hold (files, statuses, token counts); the commit
+starts it from what earlier attempts left in staging (:func:`scan_staging`) and adds one entry
+per shard the writer reports.
 """
 
 from __future__ import annotations
@@ -16,16 +20,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from operators.base import ActorPool, Resources, Stage
 from operators.storage import ensure_parent, filesystem, split_uri
 from schemas import columns as C
 from schemas.manifest import FileEntry
-from schemas.records import CAPTION_SCHEMA, conform
-from schemas.spec import StorageConfig
+from schemas.records import conform
+from schemas.spec import SinkConfig, StorageConfig
+from schemas.status import Status
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,18 +74,42 @@ def retry(fn: Callable[[], T], what: str, attempts: int = 7, base_s: float = 0.5
     raise AssertionError("unreachable")
 
 
-def write_parquet_atomic(uri: str, table: pa.Table, compression: str, storage: StorageConfig) -> None:
-    """Write ``table`` to ``uri`` so that readers see the whole file or none of it."""
+def write_atomic(uri: str, write: Callable[[BinaryIO], None], storage: StorageConfig | None = None) -> None:
+    """Write ``uri`` through ``write(file)`` so that readers see the whole object or none of it.
+
+    Local disks: a temporary file beside it, fsynced, renamed into place. Object stores: the
+    object is created by the final PUT of the upload, whole; when ``write`` fails the upload is
+    discarded (a started multipart upload aborted), so a failed write publishes nothing.
+    """
     fs, path = filesystem(uri, storage)
     protocol, _ = split_uri(uri)
     ensure_parent(uri)
     if protocol == "file":
         tmp = f"{path}.tmp-{os.getpid()}"
-        pq.write_table(table, tmp, compression=compression)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     else:
-        with fs.open(path, "wb") as f:  # the object is created by the final PUT, whole
-            pq.write_table(table, f, compression=compression)
+        f = fs.open(path, "wb")
+        try:
+            write(f)
+        except BaseException:
+            # Closing would upload what was buffered: a truncated object under the final name.
+            f.discard()
+            f.closed = True
+            raise
+        f.close()
+
+
+def write_bytes_atomic(uri: str, data: bytes, storage: StorageConfig | None = None) -> None:
+    """:func:`write_atomic` of ``data``."""
+    write_atomic(uri, lambda f: f.write(data), storage)
 
 
 def shard_name(ids: list[str]) -> str:
@@ -87,86 +117,121 @@ def shard_name(ids: list[str]) -> str:
     return "part-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24] + ".parquet"
 
 
+def shard_stats(data: pa.Table) -> dict:
+    """A shard's figures: rows per status (JSON), prompt and generated tokens, the engine that wrote it."""
+    def total(name: str) -> int:
+        return sum(x or 0 for x in data.column(name).to_pylist()) if name in data.column_names else 0
+
+    engines = sorted({e for e in data.column(C.ENGINE).to_pylist() if e}) if C.ENGINE in data.column_names else []
+    return {"by_status": json.dumps(Counter(data.column(C.STATUS).to_pylist()), sort_keys=True),
+            "prompt_tokens": total(C.NUM_PROMPT_TOKENS), "generated_tokens": total(C.NUM_GENERATED_TOKENS),
+            "engine": engines[0] if engines else None}
+
+
 class ShardWriter:
     """Ray Data UDF: write one batch as one shard (and its error rows); return one row describing it."""
 
-    def __init__(self, run_root: str, storage: StorageConfig, compression: str, schema: pa.Schema = CAPTION_SCHEMA):
+    def __init__(self, run_root: str, storage: StorageConfig, compression: str, schema: pa.Schema):
         self.run_root = run_root
         self.storage = storage
         self.compression = compression
         self.schema = schema
 
+    def _write(self, rel: str, table: pa.Table) -> None:
+        retry(lambda: write_atomic(f"{self.run_root}/{rel}",
+                                   lambda f: pq.write_table(table, f, compression=self.compression), self.storage),
+              f"write {rel}")
+
     def __call__(self, table: pa.Table) -> pa.Table:
         data = conform(table, self.schema)
-        ids = data.column(C.ID).to_pylist()
-        name = shard_name(ids)
+        name = shard_name(data.column(C.ID).to_pylist())
         rel = f"{STAGING}/{name}"
         statuses = data.column(C.STATUS).to_pylist()
-        failed = [i for i, s in enumerate(statuses) if s != "ok"]
+        failed = [i for i, s in enumerate(statuses) if s != Status.OK.value]
         error_rel = None
         if failed:
             error_rel = f"{ERRORS}/{name}"
-            errors = data.select(list(ERROR_COLUMNS)).take(pa.array(failed, pa.int64()))
-            retry(lambda: write_parquet_atomic(f"{self.run_root}/{error_rel}", errors, self.compression,
-                                               self.storage), f"write {error_rel}")
+            self._write(error_rel, data.select(list(ERROR_COLUMNS)).take(pa.array(failed, pa.int64())))
         # The data file goes last: its presence is what a resume counts as done.
-        retry(lambda: write_parquet_atomic(f"{self.run_root}/{rel}", data, self.compression, self.storage),
-              f"write {rel}")
-        return pa.table([[rel], [data.num_rows], [error_rel], [len(failed)]] + _stats(data), schema=SHARD_META)
+        self._write(rel, data)
+        meta = {"path": rel, "rows": data.num_rows, "error_path": error_rel, "error_rows": len(failed),
+                **shard_stats(data)}
+        return pa.Table.from_pylist([meta], schema=SHARD_META)
 
 
-def _stats(data: pa.Table) -> list[list]:
-    engines = sorted({e for e in data.column(C.ENGINE).to_pylist() if e}) if C.ENGINE in data.column_names else []
-    return [
-        [json.dumps(Counter(data.column(C.STATUS).to_pylist()), sort_keys=True)],
-        [sum(x or 0 for x in data.column(C.NUM_PROMPT_TOKENS).to_pylist())],
-        [sum(x or 0 for x in data.column(C.NUM_GENERATED_TOKENS).to_pylist())],
-        [engines[0] if engines else None],
-    ]
+#: What the writer needs of every row (the rest of the record may be null).
+WRITER_NEEDS = (C.ID, C.SOURCE, C.STATUS, C.ERROR)
+
+
+def writer_stage(run_root: str, sink: SinkConfig, schema: pa.Schema) -> Stage:
+    """The sink's writer: ``sink.rows_per_file`` rows per shard, one row of :data:`SHARD_META` per shard.
+
+    A standing writer that reserves no CPU never queues behind fetch and decode tasks: shards
+    land as soon as their rows are captioned, so a crash loses little and finished rows do not
+    pile up in the object store.
+    """
+    return Stage("write", ShardWriter, dict(run_root=run_root, storage=sink.storage, compression=sink.compression,
+                                            schema=schema),
+                 needs=WRITER_NEEDS, resources=Resources(num_cpus=0), batch_size=sink.rows_per_file,
+                 pool=ActorPool(size=1), keeps_rows=False)
 
 
 @dataclass
-class StagingState:
-    """What earlier attempts of a run left in its staging prefix."""
+class Ledger:
+    """What a run's shards hold, added up: earlier attempts' (from staging) first, then this attempt's."""
 
-    files: list[FileEntry] = field(default_factory=list)
-    error_files: list[FileEntry] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    error_files: dict[str, FileEntry] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)  # of the shards read back from staging
     by_status: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     generated_tokens: int = 0
     engine: str | None = None
 
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files.values())
 
-def scan_staging(run_root: str, storage: StorageConfig) -> StagingState:
-    """Read the shards earlier attempts of this run committed to staging (ids and stats only).
+    @property
+    def failed(self) -> int:
+        return sum(n for s, n in self.by_status.items() if s != Status.OK.value)
+
+    def add(self, meta: dict) -> None:
+        """Count one shard (a :data:`SHARD_META` row)."""
+        self.files[meta["path"]] = FileEntry(path=meta["path"], rows=meta["rows"])
+        if meta["error_path"]:
+            self.error_files[meta["error_path"]] = FileEntry(path=meta["error_path"], rows=meta["error_rows"])
+        self.by_status.update(json.loads(meta["by_status"]))
+        self.prompt_tokens += meta["prompt_tokens"]
+        self.generated_tokens += meta["generated_tokens"]
+        self.engine = self.engine or meta["engine"]
+
+
+def scan_staging(run_root: str, storage: StorageConfig) -> Ledger:
+    """The ledger of the shards earlier attempts of this run left in staging (ids and stats only).
 
     A file that cannot be read as Parquet is ignored (its rows are simply done again).
     """
     fs, root = filesystem(run_root, storage)
-    state = StagingState()
+    ledger = Ledger()
     try:
         names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{root}/{STAGING}", detail=False))
     except FileNotFoundError:
-        return state
+        return ledger
     wanted = [C.ID, C.STATUS, C.NUM_PROMPT_TOKENS, C.NUM_GENERATED_TOKENS, C.ENGINE]
     for name in names:
         if not (name.startswith("part-") and name.endswith(".parquet")):
             continue
         try:
             with fs.open(f"{root}/{STAGING}/{name}", "rb") as f:
-                t = pq.read_table(f, columns=wanted)
+                pf = pq.ParquetFile(f)
+                t = pf.read(columns=[c for c in wanted if c in pf.schema_arrow.names])
         except Exception as exc:  # noqa: BLE001 - unreadable leftovers are redone, not trusted
             log.warning("ignoring unreadable staging file %s: %s", name, exc)
             continue
-        state.files.append(FileEntry(path=f"{STAGING}/{name}", rows=t.num_rows))
-        state.ids.extend(t.column(C.ID).to_pylist())
-        by_status, prompt, generated, engine = (x[0] for x in _stats(t))
-        state.by_status.update(json.loads(by_status))
-        state.prompt_tokens += prompt
-        state.generated_tokens += generated
-        state.engine = state.engine or engine
-        failed = sum(n for s, n in json.loads(by_status).items() if s != "ok")
-        if failed:
-            state.error_files.append(FileEntry(path=f"{ERRORS}/{name}", rows=failed))
-    return state
+        ledger.ids.extend(t.column(C.ID).to_pylist())
+        stats = shard_stats(t)
+        failed = sum(n for s, n in json.loads(stats["by_status"]).items() if s != Status.OK.value)
+        ledger.add({"path": f"{STAGING}/{name}", "rows": t.num_rows,
+                    "error_path": f"{ERRORS}/{name}" if failed else None, "error_rows": failed, **stats})
+    return ledger

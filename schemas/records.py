@@ -1,49 +1,56 @@
-"""The explicit, versioned Arrow schema of committed caption rows.
+"""The explicit, versioned Arrow schema of committed rows, derived from one rule.
 
-The sink casts every block to :data:`CAPTION_SCHEMA` before writing, so the output schema is
+A run commits the columns its rows carry after the last stage, in the order of the catalogue
+(:data:`schemas.columns.TYPES`), with the catalogue's types, less the transient ones. A caption
+run of a prefix therefore commits the caption record (id, source, image facts, caption,
+provenance); a dataset build adds the relative ``image``, the drawn ``instruction`` and the
+``qa`` pairs. The sink casts every block to this schema before writing, so the output schema is
 never inferred from the first block (a block of failed rows has null captions, a block of
 good rows has strings; both must land with the same types).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pyarrow as pa
 
 from schemas import columns as C
 
-#: Bump when a column is added, removed or changes type; stored in every file and manifest.
+#: Bump when a catalogue column changes type or meaning; stored in every file and manifest.
 SCHEMA_VERSION = "1"
-
-CAPTION_SCHEMA = pa.schema(
-    [
-        pa.field(C.ID, pa.string(), nullable=False),
-        pa.field(C.SOURCE, pa.string(), nullable=False),
-        pa.field(C.NUM_BYTES, pa.int64()),
-        pa.field(C.STATUS, pa.string(), nullable=False),
-        pa.field(C.ERROR, pa.string()),
-        pa.field(C.WIDTH, pa.int32()),
-        pa.field(C.HEIGHT, pa.int32()),
-        pa.field(C.ORIG_WIDTH, pa.int32()),
-        pa.field(C.ORIG_HEIGHT, pa.int32()),
-        pa.field(C.ORIG_FORMAT, pa.string()),
-        pa.field(C.NUM_FRAMES, pa.int32()),
-        pa.field(C.PROMPT, pa.string()),
-        pa.field(C.CAPTION, pa.string()),
-        pa.field(C.NUM_PROMPT_TOKENS, pa.int32()),
-        pa.field(C.NUM_GENERATED_TOKENS, pa.int32()),
-        pa.field(C.FINISH_REASON, pa.string()),
-        pa.field(C.MODEL_ID, pa.string()),
-        pa.field(C.MODEL_REVISION, pa.string()),
-        pa.field(C.ENGINE, pa.string()),
-        pa.field(C.SAMPLING_HASH, pa.string()),
-        pa.field(C.CODE_VERSION, pa.string()),
-        pa.field(C.RUN_ID, pa.string()),
-    ],
-    metadata={b"vlmbatch.schema_version": SCHEMA_VERSION.encode(), b"vlmbatch.record": b"caption"},
-)
+#: Columns that make a record a dataset record (ShareGPT4V-style) rather than a caption record.
+DATASET_COLUMNS = frozenset({C.IMAGE, C.INSTRUCTION, C.QA})
 
 
-def conform(table: pa.Table, schema: pa.Schema = CAPTION_SCHEMA) -> pa.Table:
+class UnknownColumn(KeyError):
+    """A column with no type in the catalogue (``schemas/columns.py`` TYPES)."""
+
+
+def record_kind(columns: Iterable[str]) -> str:
+    """``dataset`` for rows that carry an image path, a drawn instruction or QA pairs, else ``caption``."""
+    return "dataset" if DATASET_COLUMNS & set(columns) else "caption"
+
+
+def record_schema(columns: Iterable[str]) -> pa.Schema:
+    """The committed schema of rows that carry ``columns``.
+
+    Raises:
+        UnknownColumn: naming a column the catalogue has no type for.
+    """
+    have = set(columns)
+    unknown = sorted(have - set(C.TYPES))
+    if unknown:
+        raise UnknownColumn(f"column {', '.join(map(repr, unknown))} has no type in schemas/columns.py TYPES; "
+                            "declare it there so it reaches the committed Parquet")
+    fields = [pa.field(name, type_, nullable=name not in C.REQUIRED)
+              for name, type_ in C.TYPES.items() if name in have and name not in C.TRANSIENT]
+    kind = record_kind(have)
+    return pa.schema(fields, metadata={b"vlmbatch.schema_version": SCHEMA_VERSION.encode(),
+                                       b"vlmbatch.record": kind.encode()})
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Return ``table`` with exactly ``schema``'s columns, in order, cast to its types.
 
     Missing nullable columns become nulls; extra columns are dropped (transient columns such

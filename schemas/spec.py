@@ -212,13 +212,13 @@ class ResourcesConfig(_Strict):
     cpus_per_engine: float = Field(1, ge=0, description="CPUs reserved per engine actor.")
     batch_size: int = Field(16, ge=1, description="Rows per batch handed to an engine actor.")
     batches_in_flight: int | None = Field(
-        None, ge=1,
+        None, ge=1, json_schema_extra={"default_doc": "twice `max_num_seqs`"},
         description="Batches one engine actor works on at once. Default: enough for twice the engine's "
         "max_num_seqs (at least 2), so its queue still holds work while a finished batch is replaced.",
     )
     cpu_batch_size: int = Field(32, ge=1, description="Rows per batch in fetch and decode tasks.")
     object_store_memory: int | None = Field(
-        None, ge=64 * 1024 * 1024,
+        None, ge=64 * 1024 * 1024, json_schema_extra={"default_doc": "Ray Data's (half the object store)"},
         description="Bytes of Ray's object store the run's blocks may hold at once (fetched bytes and decoded "
         "pixels waiting for the engines, results waiting for the sink); fetch and decode pause when it is "
         "full. None: Ray Data's default, half the object store, which decoding faster than the engines fills "

@@ -31,17 +31,3 @@ class Status(str, Enum):
     def __str__(self) -> str:
         return self.value
 
-
-#: Statuses that end a row before the model sees it; later stages pass such rows through.
-PRE_MODEL_FAILURES = frozenset(
-    {
-        Status.NOT_FOUND,
-        Status.FORBIDDEN,
-        Status.FETCH_ERROR,
-        Status.EMPTY_FILE,
-        Status.NOT_AN_IMAGE,
-        Status.DECODE_ERROR,
-        Status.TOO_LARGE,
-        Status.INVALID_ENTRY,
-    }
-)

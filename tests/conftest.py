@@ -77,9 +77,11 @@ def s3_server(tmp_path_factory):
     }
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     script = str(ROOT / "infra/local/s3.sh")
-    endpoint = subprocess.run([script, "start"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"the S3 server did not start: {started.stderr[-2000:]}", pytrace=False)
     try:
-        yield endpoint
+        yield started.stdout.strip()
     finally:
         subprocess.run([script, "stop"], env=env, check=False)
 

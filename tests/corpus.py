@@ -95,3 +95,16 @@ def exif_rotated_jpeg() -> bytes:
 
 def text_as_jpg() -> bytes:
     return b"this is a text file, not a JPEG\n"
+
+
+def tar_bytes(members: dict[str, bytes]) -> bytes:
+    """A tar archive (WebDataset shard) holding ``members`` (name -> bytes), in order."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

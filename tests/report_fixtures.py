@@ -9,11 +9,13 @@ import io
 
 import pyarrow as pa
 
-from pipeline.commit import MANIFEST, write_bytes_atomic
+from pipeline.commit import MANIFEST
 from pipeline.progress import RunObserver
-from pipeline.shards import ShardWriter
+from pipeline.report import publish_report
+from pipeline.shards import ShardWriter, write_bytes_atomic
 from schemas import columns as C
 from schemas.manifest import FileEntry, Manifest, RunSummary
+from schemas.records import record_schema
 from schemas.spec import StorageConfig
 
 STATUSES = ["ok", "ok", "ok", "not_an_image", "ok", "decode_error", "ok", "ok", "ok", "empty_generation"]
@@ -37,8 +39,9 @@ def shard_rows(start: int, n: int) -> pa.Table:
 def make_committed_run(run_root: str, storage: StorageConfig, shards: int = 5, rows: int = 10,
                        stream: io.StringIO | None = None, report: bool = True) -> tuple[Manifest, RunObserver]:
     """Write ``shards`` shards of ``rows`` rows, commit them and (optionally) the report."""
-    writer = ShardWriter(run_root, storage, "zstd")
-    observer = RunObserver(stream=stream or io.StringIO(), min_interval_s=0.0, write_report=report)
+    schema = record_schema(shard_rows(0, 1).column_names)
+    writer = ShardWriter(run_root, storage, "zstd", schema)
+    observer = RunObserver(stream=stream or io.StringIO(), min_interval_s=0.0)
     observer.start(shards * rows)
     files, by_status, tokens = [], {}, 0
     for k in range(shards):
@@ -58,5 +61,7 @@ def make_committed_run(run_root: str, storage: StorageConfig, shards: int = 5, r
                            generated_tokens=tokens, generated_tokens_per_s=tokens / 10.0),
     )
     write_bytes_atomic(f"{run_root}/{MANIFEST}", manifest.model_dump_json().encode(), storage)
-    observer.committed(manifest, run_root, storage)
+    observer.finish()
+    if report:
+        publish_report(manifest, run_root, storage, observer.timeline)
     return manifest, observer

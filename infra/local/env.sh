@@ -5,6 +5,9 @@ export VLMBATCH_HOME=${VLMBATCH_HOME:-$HOME/.cache/vlmbatch}
 VLMBATCH_VENV=$("$_root/infra/local/install.sh" | tail -n 1)
 export VLMBATCH_VENV
 export PATH="$VLMBATCH_VENV/bin:$PATH"
+# This checkout's code first, for the driver and every Ray worker it starts, even when the shared
+# environment's editable install was last linked to another checkout.
+export PYTHONPATH="$_root${PYTHONPATH:+:$PYTHONPATH}"
 # Loopback-only development identity of the local S3 server; real deployments use their
 # own credential chain and never these values.
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-vlmbatch-dev}

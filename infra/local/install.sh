@@ -39,6 +39,14 @@ if [ ! -f "$venv/.complete" ]; then
     || { log "import check failed in $venv"; exit 1; }
   touch "$venv/.complete"
 fi
-# The project itself, editable, so this checkout's code and entry points are the ones used.
-"$venv/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$root" >&2
+# The project itself, editable: its console script and its vLLM plugin entry point. Linked again
+# only when pyproject.toml changed or the linked checkout is gone; env.sh puts the calling
+# checkout first on PYTHONPATH, so several checkouts share one environment without re-linking it
+# (and without two pip runs racing on it).
+link="$venv/.project-link"
+want="$(sha256sum "$root/pyproject.toml" | cut -c1-12) "
+if [ ! -f "$link" ] || [ "$(cut -d' ' -f1 "$link") " != "$want" ] || [ ! -d "$(cut -d' ' -f2- "$link")" ]; then
+  "$venv/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$root" >&2
+  echo "$want$root" >"$link"
+fi
 echo "$venv"

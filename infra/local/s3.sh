@@ -25,7 +25,8 @@ weed=${WEED:-$(dirname "$(command -v python)")/weed}
 [ -x "$weed" ] || weed=$(command -v weed || true)
 
 # Every other port is the next one up from the S3 port (13 in all), so two servers (demo,
-# tests) run side by side as long as their S3 ports are 13 or more apart.
+# tests) run side by side as long as their S3 ports are 13 or more apart. The Iceberg and Lance
+# catalog servers (fixed default ports 8181 and 9101, which a second server could not bind) are off.
 p() { echo $(( port + $1 )); }
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
@@ -43,7 +44,7 @@ start)
     -s3.port="$port" -s3.port.grpc="$(p 1)" -master.port="$(p 2)" -master.port.grpc="$(p 3)" \
     -filer.port="$(p 4)" -filer.port.grpc="$(p 5)" -volume.port="$(p 6)" -volume.port.grpc="$(p 7)" \
     -admin.port="$(p 8)" -admin.port.grpc="$(p 9)" -debug.port="$(p 10)" -s3.debug.port="$(p 11)" \
-    -metricsPort="$(p 12)" ${VLMBATCH_S3_CONFIG:+-s3.config="$VLMBATCH_S3_CONFIG"} >"$logfile" 2>&1 &
+    -metricsPort="$(p 12)" -s3.port.iceberg=0 -s3.port.lance=0 ${VLMBATCH_S3_CONFIG:+-s3.config="$VLMBATCH_S3_CONFIG"} >"$logfile" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 120); do
     if curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then echo "http://127.0.0.1:$port"; exit 0; fi

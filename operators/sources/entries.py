@@ -14,22 +14,12 @@ import posixpath
 import pyarrow as pa
 
 from operators.ids import location_id, normalise_location
+from operators.sources.prefix import LISTING_SCHEMA
 from operators.storage import join_uri
 from schemas import columns as C
 from schemas.status import Status
 
-ENTRY_SCHEMA = pa.schema(
-    [
-        pa.field(C.ID, pa.string()),
-        pa.field(C.SOURCE, pa.string()),
-        pa.field(C.NUM_BYTES, pa.int64()),
-        pa.field(C.STATUS, pa.string()),
-        pa.field(C.ERROR, pa.string()),
-        pa.field(C.IMAGE, pa.string()),
-        pa.field(C.QUESTIONS, pa.list_(pa.string())),
-        pa.field(C.IMAGE_BYTES, pa.binary()),
-    ]
-)
+ENTRY_SCHEMA = pa.schema(list(C.types_of(*LISTING_SCHEMA.names, C.IMAGE, C.QUESTIONS, C.IMAGE_BYTES).items()))
 
 _HUMAN_ROLES = {"human", "user"}
 

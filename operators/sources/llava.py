@@ -26,7 +26,7 @@ from operators.sources.entries import (
     to_table,
 )
 from operators.sources.prefix import SourceError
-from operators.storage import filesystem, split_uri
+from operators.storage import filesystem, split_uri, to_uri
 from schemas import columns as C
 from schemas.spec import SourceConfig
 
@@ -37,8 +37,7 @@ if TYPE_CHECKING:
 def manifest_root(uri: str) -> str:
     """The folder of a manifest file, in the manifest's scheme."""
     protocol, path = split_uri(uri)
-    parent = posixpath.dirname(path)
-    return parent if protocol == "file" else f"{protocol}://{parent}"
+    return to_uri(protocol, posixpath.dirname(path))
 
 
 class LlavaManifestSource(SourceOperator):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.base import SourceOperator
+from operators.base import Resources, SourceOperator, Stage
 from operators.sources.entries import (
     ENTRY_SCHEMA,
     InvalidEntry,
@@ -143,7 +143,7 @@ class ParquetManifestSource(SourceOperator):
                                 if raw in seen:
                                     dups.append(n)
                                 seen.add(raw)
-                files.append((to_uri("s3" if protocol == "s3a" else protocol, p), take, dups))
+                files.append((to_uri(protocol, p), take, dups))
                 if left is not None:
                     left -= take
                     if left <= 0:
@@ -166,8 +166,8 @@ class ParquetManifestSource(SourceOperator):
         import ray.data
 
         items = [{"file": f, "take": take, "duplicates": dups} for f, take, dups in self.files()]
-        return ray.data.from_items(items).map_batches(
-            ReadParquetEntries(self.config, self.image_root, self.namespace), batch_size=1,
-            batch_format="pyarrow", num_cpus=0.5,
-        )
+        read = Stage("read-parquet", ReadParquetEntries,
+                     dict(config=self.config, image_root=self.image_root, namespace=self.namespace),
+                     resources=Resources(num_cpus=0.5), batch_size=1, keeps_rows=False)
+        return read.apply(ray.data.from_items(items))
 

@@ -16,15 +16,7 @@ from schemas.status import Status
 if TYPE_CHECKING:
     import ray.data
 
-LISTING_SCHEMA = pa.schema(
-    [
-        pa.field(C.ID, pa.string()),
-        pa.field(C.SOURCE, pa.string()),
-        pa.field(C.NUM_BYTES, pa.int64()),
-        pa.field(C.STATUS, pa.string()),
-        pa.field(C.ERROR, pa.string()),
-    ]
-)
+LISTING_SCHEMA = pa.schema(list(C.types_of(C.ID, C.SOURCE, C.NUM_BYTES, C.STATUS, C.ERROR).items()))
 
 
 class SourceError(RuntimeError):
@@ -80,7 +72,7 @@ class PrefixSource(SourceOperator):
             entries = entries[: self.config.limit]
         if not entries:
             raise SourceError(f"source {self.config.uri} lists no images (looked for {', '.join(suffixes)})")
-        sources = [to_uri("s3" if protocol == "s3a" else protocol, p) for p, _ in entries]
+        sources = [to_uri(protocol, p) for p, _ in entries]
         return pa.table(
             {
                 C.ID: [location_id(s) for s in sources],

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import SourceOperator
+from operators.base import Resources, SourceOperator, Stage
 from operators.sources.entries import (
     ENTRY_SCHEMA,
     entry_row,
@@ -132,12 +132,12 @@ class WebDatasetSource(SourceOperator):
                 raise SourceError(f"source {self.config.uri}: access denied ({exc})") from None
             if not paths:
                 raise SourceError(f"source {self.config.uri} holds no .tar shards")
-            self._shards = [to_uri("s3" if protocol == "s3a" else protocol, p) for p in paths]
+            self._shards = [to_uri(protocol, p) for p in paths]
         return self._shards
 
     def read(self) -> ray.data.Dataset:
         import ray.data
 
-        return ray.data.from_items([{"shard": s} for s in self.shards()]).map_batches(
-            ReadShard(self.config, self.namespace), batch_size=1, batch_format="pyarrow", num_cpus=0.5,
-        )
+        read = Stage("read-shard", ReadShard, dict(config=self.config, namespace=self.namespace),
+                     resources=Resources(num_cpus=0.5), batch_size=1, keeps_rows=False)
+        return read.apply(ray.data.from_items([{"shard": s} for s in self.shards()]))

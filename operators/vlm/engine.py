@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -10,6 +12,8 @@ from schemas.status import Status
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,3 +98,11 @@ class EngineActor:
         """One row's pixels as :func:`request_image` makes them, in the form this actor's engine takes
         (arrays where its ``takes_arrays`` is true, PIL images where it is false or absent)."""
         return request_image(buffer, width, height, getattr(self.engine, "takes_arrays", False))
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """``self.engine.generate``; a dead engine ends this process so Ray replaces the actor and retries."""
+        try:
+            return await self.engine.generate(requests)
+        except EngineDead as exc:
+            log.error("engine died (%s); exiting so the actor is replaced", exc)
+            os._exit(1)

@@ -1,31 +1,18 @@
 """The model-family registry: prompt format, stop tokens and image preprocessing per family.
 
 One :class:`ModelFamily` per family, each in its own module under ``operators/vlm/families``
-with a link to the model card whose format it follows. The pipeline asks the registry for a
+with a link to the model card whose format it follows; every module there is imported (and so
+registered) on first use, so a new family is one new file. The pipeline asks the registry for a
 family by the name in the spec; an unknown name fails at validation with the known names.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-
-@dataclass(frozen=True)
-class ImagePreprocess:
-    """How the CPU stage prepares images for a family.
-
-    Attributes:
-        max_side: longest side worth sending to the engine; the engine's own processor resizes
-            further, so anything larger only costs object-store bandwidth.
-        tile_size: side of one vision tile (tiling families).
-        max_tiles: most tiles per image (``max_dynamic_patch`` / ``hd_num``); 1 means no tiling.
-    """
-
-    max_side: int = 1024
-    tile_size: int | None = None
-    max_tiles: int = 1
 
 
 @dataclass(frozen=True)
@@ -40,7 +27,8 @@ class ModelFamily:
         prompt_template: format string with ``{system}`` and ``{user}`` fields.
         default_system_prompt: system message used when the spec gives none ('' for none).
         stop: strings that end a generation besides the tokenizer's EOS.
-        preprocess: CPU-side image preparation.
+        max_side: longest side worth decoding for the engine; its own processor resizes further,
+            so anything larger only costs object-store bandwidth.
         make_tiny: ``make_tiny(directory)`` writes a deterministic tiny random-weight checkpoint.
         system_block: format string for the system part; '' when the family has no system turn.
         image_separator: text after each image placeholder, before the instruction.
@@ -58,7 +46,7 @@ class ModelFamily:
     default_system_prompt: str
     stop: tuple[str, ...]
     make_tiny: Callable[[Path], None]
-    preprocess: ImagePreprocess = field(default_factory=ImagePreprocess)
+    max_side: int = 1024
     system_block: str = ""
     image_separator: str = "\n"
     cpu_prepare: Callable[[str], Callable] | None = None
@@ -84,8 +72,12 @@ def register(family: ModelFamily) -> ModelFamily:
 
 
 def _load_builtin() -> None:
-    # Imported for their register() side effect; kept lazy so schemas-only users stay light.
-    from operators.vlm.families import internvl, llava, xcomposer2  # noqa: F401
+    # Every module of the families package, imported for its register() side effect; kept lazy
+    # so schemas-only users stay light.
+    from operators.vlm import families as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 def get_family(name: str) -> ModelFamily:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from pipeline.commit import write_bytes_atomic
 from pipeline.export.rows import ExportSummary, exportable
+from pipeline.shards import write_bytes_atomic
 from schemas import columns as C
 from schemas.spec import StorageConfig
 

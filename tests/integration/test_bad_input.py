@@ -49,18 +49,13 @@ CASES = {
 DRIVER = """
 import os, sys, s3fs
 from jobs.specfile import load_spec
-from pipeline.build import caption_pipeline, caption_sink
-from pipeline.runner import configure_data_context, init_ray
-spec = load_spec(sys.argv[1])
-pipe, sink = caption_pipeline(spec, "bad-1"), caption_sink(spec, "bad-1")
-pipe.source.listing()
+from pipeline.runner import Run
+run = Run(load_spec(sys.argv[1]), "bad-1")
+run.pipeline.source.listing()
 admin = s3fs.S3FileSystem(key=os.environ.pop("T_ADMIN_KEY"), secret=os.environ.pop("T_ADMIN_SECRET"),
                           client_kwargs={"endpoint_url": sys.argv[2]})
 admin.rm_file(sys.argv[3])
-init_ray(spec.run)
-configure_data_context(spec.run)
-manifest = pipe.write(sink)
-print(manifest.summary.render())
+run.execute()
 """
 
 

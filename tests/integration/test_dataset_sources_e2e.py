@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,39 +18,28 @@ from pipeline.commit import read_committed
 from schemas import columns as C
 from schemas.spec import StorageConfig
 from tests.conftest import ROOT
-from tests.corpus import gradient, rgb, text_as_jpg
+from tests.corpus import gradient, rgb, tar_bytes, text_as_jpg
 
 pytestmark = pytest.mark.slow
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def test_webdataset_and_hf_parquet_sources(s3_server, tiny_models, tmp_path):
     import fsspec
     import ray
 
-    from pipeline.build import caption_pipeline, caption_sink
     from pipeline.export.hf_parquet import export_hf_parquet
-    from pipeline.runner import configure_data_context, init_ray
+    from pipeline.runner import Run, configure_data_context, init_ray
 
     datasets = pytest.importorskip("datasets")
     storage = StorageConfig(endpoint_url=s3_server)
     fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": s3_server})
     fs.mkdir("sgwds")
-    fs.pipe_file("sgwds/shards/shard-000.tar", _tar({
+    fs.pipe_file("sgwds/shards/shard-000.tar", tar_bytes({
         "a.jpg": rgb(64, 48, (200, 0, 0)), "a.json": json.dumps({"id": "a"}).encode(),
         "b.png": gradient(), "b.txt": b"original caption",
         "c.jpg": text_as_jpg(),
     }))
-    fs.pipe_file("sgwds/shards/shard-001.tar", _tar({"d.jpg": rgb(40, 30, (0, 0, 200)), "e.json": b"{}"}))
+    fs.pipe_file("sgwds/shards/shard-001.tar", tar_bytes({"d.jpg": rgb(40, 30, (0, 0, 200)), "e.json": b"{}"}))
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     buf = io.BytesIO()
     pq.write_table(pa.table({"id": ["p1", "p2"], "image": pa.array(
@@ -78,9 +66,9 @@ def test_webdataset_and_hf_parquet_sources(s3_server, tiny_models, tmp_path):
 
         for run_id, (source, _) in cases.items():
             spec = parse_spec({**base, "source": {**source, "storage": {"endpoint_url": s3_server}}})
-            pipe = caption_pipeline(spec, run_id)
-            assert pipe.describe().split(" -> ")[0] in ("webdataset", "parquet-manifest")
-            pipe.write(caption_sink(spec, run_id))
+            run = Run(spec, run_id)
+            assert run.pipeline.describe().split(" -> ")[0] in ("webdataset", "parquet-manifest")
+            run.execute()
     finally:
         ray.shutdown()
 

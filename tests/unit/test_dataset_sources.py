@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +14,7 @@ from operators.sources.parquet import ParquetManifestSource, ReadParquetEntries
 from operators.sources.webdataset import ReadShard, WebDatasetSource
 from schemas import columns as C
 from schemas.spec import DecodeConfig, SourceConfig
-from tests.corpus import rgb
+from tests.corpus import rgb, tar_bytes
 
 
 def _llava_entries():
@@ -97,20 +95,10 @@ def test_parquet_uri_column_and_hf_image_structs(image_tree):
     assert fetched[2][C.IMAGE_BYTES] is None and fetched[2][C.STATUS] == "invalid_entry"
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_webdataset_shard_samples(tmp_path):
     shard = tmp_path / "shards" / "shard-000.tar"
     shard.parent.mkdir()
-    shard.write_bytes(_tar({
+    shard.write_bytes(tar_bytes({
         "s1.jpg": rgb(), "s1.json": json.dumps({"id": "k1", "conversations": [
             {"from": "human", "value": "<image>\nHow many?"}]}).encode(),
         "s2.png": rgb(fmt="PNG"), "s2.txt": b"a caption",

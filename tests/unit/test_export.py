@@ -13,8 +13,8 @@ from pipeline.export.llava import export_llava
 from pipeline.export.rows import ExportError
 from pipeline.shards import ShardWriter
 from schemas import columns as C
-from schemas.dataset_records import DATASET_SCHEMA
 from schemas.manifest import FileEntry, Manifest, RunSummary
+from schemas.records import record_schema
 from schemas.spec import StorageConfig
 from tests.corpus import rgb
 
@@ -42,10 +42,10 @@ def make_run(tmp_path, record="dataset", source_spec=None, image_paths=True):
     if not image_paths:
         for r in rows:
             r[C.IMAGE] = None
-    table = pa.Table.from_pylist(rows, schema=pa.schema([f for f in DATASET_SCHEMA if f.name in rows[0]
-                                                          or f.name == C.ERROR]))
+    schema = record_schema([*rows[0], C.ERROR])
+    table = pa.Table.from_pylist(rows, schema=schema)
     run_root = str(tmp_path / "out" / "run-1")
-    meta = ShardWriter(run_root, StorageConfig(), "zstd", DATASET_SCHEMA)(table).to_pylist()[0]
+    meta = ShardWriter(run_root, StorageConfig(), "zstd", schema)(table).to_pylist()[0]
     manifest = Manifest(
         schema_version="1", record=record, run_id="run-1", job="t", spec_hash="h",
         spec={"caption": {"prompt": "Describe this image in detail."}, "source": source_spec or {}},

@@ -9,7 +9,6 @@ import pyarrow as pa
 from operators.draw import DrawPromptBatch, draw
 from operators.qa import QAActor, parse_questions
 from operators.vlm.engine import GenerationResult
-from operators.vlm.registry import get_family
 from schemas import columns as C
 from schemas.provenance import Provenance
 from schemas.spec import PostCheckConfig, QAConfig
@@ -39,11 +38,8 @@ class FakeEngine:
 
 
 def actor(qa: QAConfig) -> QAActor:
-    a = QAActor.__new__(QAActor)
-    a.family, a.qa, a.postcheck = get_family("llava"), qa, PostCheckConfig()
-    a.provenance = Provenance(model_id="qa-model", sampling_hash="s", code_version="c", run_id="r")
-    a.pixels_column, a.engine = C.PIXELS, FakeEngine()
-    return a
+    prov = Provenance(model_id="qa-model", sampling_hash="s", code_version="c", run_id="r")
+    return QAActor(engine=FakeEngine, family="llava", qa=qa, postcheck=PostCheckConfig(), provenance=prov)
 
 
 def batch(questions):

@@ -32,8 +32,20 @@ def test_llava_prompt():
 
 
 def test_unknown_family_lists_known():
-    with pytest.raises(KeyError, match="known: internvl, llava"):
+    with pytest.raises(KeyError, match="known: ") as info:
         get_family("nope")
+    assert info.value.args[0].endswith("known: " + ", ".join(sorted(families())))
+
+
+def test_every_module_of_the_families_package_registers_itself():
+    """A new family is one new file under operators/vlm/families/: no import list to edit."""
+    import pkgutil
+
+    from operators.vlm import families as package
+
+    modules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+    registered = {f.make_tiny.__module__.rsplit(".", 1)[-1] for f in families().values()}
+    assert modules == registered
 
 
 @pytest.mark.parametrize("family", sorted(families()))
@@ -59,3 +71,15 @@ def test_tiny_model_is_deterministic_and_captions(family, tiny_models, tmp_path)
     assert result.status.value == "ok", result.error
     assert result.num_generated_tokens == 6
     assert result.num_prompt_tokens > 10
+
+
+def test_one_vllm_entry_point_registers_every_model_package():
+    """pyproject.toml names one plugin; it finds each operators/vlm/<package>/plugin.py by itself."""
+    import tomllib
+
+    from operators.vlm.plugins import plugin_modules
+    from tests.conftest import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"]["vllm.general_plugins"] == {"vlmbatch": "operators.vlm.plugins:register"}
+    assert "operators.vlm.xcomposer2.plugin" in plugin_modules()

@@ -7,6 +7,7 @@ import json
 from jobs.cli import main as cli_main
 from pipeline.report import REPORT_JSON
 from pipeline.shards import ShardWriter
+from schemas.records import record_schema
 from schemas.spec import StorageConfig
 from tests.report_fixtures import make_committed_run, shard_rows
 
@@ -51,7 +52,7 @@ def test_report_is_rebuilt_from_the_manifest_when_the_run_left_none(s3_server, c
 def test_status_of_an_uncommitted_and_of_a_missing_run(s3_server, capsys):
     storage = StorageConfig(endpoint_url=s3_server)
     root = _bucket(s3_server, "runinfo") + "/captions/run-died"
-    ShardWriter(root, storage, "zstd")(shard_rows(0, 10))
+    ShardWriter(root, storage, "zstd", record_schema(shard_rows(0, 1).column_names))(shard_rows(0, 10))
     capsys.readouterr()
     assert cli_main(["status", root, "--endpoint-url", s3_server]) == 3
     out = capsys.readouterr().out

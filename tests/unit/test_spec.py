@@ -126,3 +126,13 @@ def test_object_store_budget_reaches_ray_data_and_is_reset_by_the_next_run():
         options.resource_limits = before
     with pytest.raises(ValueError, match="object_store_memory"):
         ResourcesConfig(object_store_memory=1024)  # below 64 MiB: refused, not a stalled pipeline
+
+
+def test_readme_spec_table_is_the_generated_reference():
+    """The README's table is `vlmbatch spec-reference` output: a new or changed field that is not regenerated fails."""
+    from schemas.reference import readme_with_reference
+
+    text = (ROOT / "README.md").read_text()
+    assert readme_with_reference(text) == text, "README drifted: run `vlmbatch spec-reference --readme README.md`"
+    for section in ("schedule", "postcheck", "qa", "qa.resources"):
+        assert f"| `{section}` | section |" in text

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from operators.vlm.registry import ImagePreprocess, ModelFamily, register
+from operators.vlm.registry import ModelFamily, register
 
 
 def _make_tiny(directory: Path) -> None:
@@ -34,7 +34,7 @@ INTERNVL = register(
         ),
         stop=("<|im_end|>", "<|endoftext|>"),
         # 12 tiles of 448 cover about 1792 x 1344; more pixels are discarded by the processor.
-        preprocess=ImagePreprocess(max_side=1792, tile_size=448, max_tiles=12),
+        max_side=1792,
         make_tiny=_make_tiny,
     )
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from operators.vlm.registry import ImagePreprocess, ModelFamily, register
+from operators.vlm.registry import ModelFamily, register
 
 
 def _make_tiny(directory: Path) -> None:
@@ -28,7 +28,7 @@ LLAVA = register(
         system_block="{system} ",
         default_system_prompt="",
         stop=("</s>",),
-        preprocess=ImagePreprocess(max_side=672),
+        max_side=672,
         make_tiny=_make_tiny,
     )
 )

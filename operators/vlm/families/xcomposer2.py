@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from operators.vlm.registry import ImagePreprocess, ModelFamily, register
+from operators.vlm.registry import ModelFamily, register
 
 META_INSTRUCTION = (
     "You are an AI assistant whose name is InternLM-XComposer (浦语·灵笔).\n"
@@ -66,7 +66,7 @@ XCOMPOSER2_VL = register(
         default_system_prompt=META_INSTRUCTION,
         stop=("[UNUSED_TOKEN_145]",),
         # The engine resizes to 490x490; sending more than that costs only bandwidth.
-        preprocess=ImagePreprocess(max_side=980),
+        max_side=980,
         make_tiny=_make_tiny_vl,
         reference_loader=_reference,
     )
@@ -84,7 +84,7 @@ XCOMPOSER2_4KHD = register(
         default_system_prompt=META_INSTRUCTION,
         stop=("[UNUSED_TOKEN_145]",),
         # hd_num 25 crops of 336 reach 1680 px on the long side of a square image, 8400 on a strip.
-        preprocess=ImagePreprocess(max_side=3360, tile_size=336, max_tiles=25),
+        max_side=3360,
         cpu_prepare=_cpu_prepare_4khd,
         make_tiny=_make_tiny_4khd,
         reference_loader=_reference,

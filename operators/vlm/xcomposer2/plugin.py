@@ -1,7 +1,7 @@
 """vLLM general plugin: registers the XComposer2 config class and model with vLLM.
 
-Called by vLLM in every process it starts (``vllm.general_plugins`` entry point in
-pyproject.toml), so installing vlmbatch is enough: no patch to vLLM, no remote code.
+Called by :mod:`operators.vlm.plugins` (the project's ``vllm.general_plugins`` entry point) in every
+process vLLM starts, so installing vlmbatch is enough: no patch to vLLM, no remote code.
 """
 
 from __future__ import annotations

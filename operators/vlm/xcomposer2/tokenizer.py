@@ -44,10 +44,6 @@ class InternLMXComposer2Tokenizer(SentencePieceBackend):
         return out
 
 
-class InternLM2Tokenizer(InternLMXComposer2Tokenizer):
-    """Same tokenizer under the name InternLM2 checkpoints use."""
-
-
 def register_tokenizer() -> None:
     """Let ``AutoTokenizer`` resolve the checkpoints' tokenizer class without remote code (idempotent)."""
     from transformers import AutoTokenizer
