@@ -71,6 +71,7 @@ def test_dag_api_llava(s3_server, corpus_bucket, tiny_models):
     from operators.sources.prefix import PrefixSource
     from pipeline import Pipeline, Run
     from pipeline.provenance import provenance_for
+    from pipeline.runner import summary_lines
     from pipeline.shards import WRITER_NEEDS
 
     bucket = corpus_bucket("demo-dag")
@@ -90,7 +91,11 @@ def test_dag_api_llava(s3_server, corpus_bucket, tiny_models):
         manifest = Run(spec, "dag-1", pipeline=pipe, stream=out).execute()
     finally:
         ray.shutdown()
-    assert out.getvalue().startswith("committed run dag-1: "), "the DAG API prints the summary the CLI prints"
+    printed = out.getvalue().splitlines()
+    assert printed[0].startswith("[vlmbatch] 0/36 images done"), "the running count goes to the run's stream"
+    summary = summary_lines(manifest, f"s3://{bucket}/captions/dag-1")
+    assert printed[-len(summary):] == summary, "the DAG API prints the summary the CLI prints"
+    assert summary[0].startswith("committed run dag-1: ")
     assert manifest.run_id == "dag-1"
     check_demo_output(s3_server, bucket, "dag-1", "llava")
 
