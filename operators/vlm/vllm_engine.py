@@ -14,6 +14,7 @@ import uuid
 
 from operators.rows import error_text
 from operators.vlm.engine import EngineDead, GenerationRequest, GenerationResult
+from operators.vlm.gptq import quantization_of
 from operators.vlm.registry import ModelFamily
 from schemas.spec import ModelConfig, SamplingConfig
 from schemas.status import Status
@@ -50,6 +51,7 @@ def engine_args(model: ModelConfig, family: ModelFamily) -> dict:
         enforce_eager=e.enforce_eager,
         limit_mm_per_prompt={"image": e.limit_images_per_prompt},
         load_format=e.load_format,
+        quantization=quantization_of(model.model_id),
         seed=e.seed,
         # vLLM's own per-step statistics (scheduler stats, Prometheus histograms, the 5-second log
         # line) cost CPU in the engine core and the front end on every step and nothing here reads

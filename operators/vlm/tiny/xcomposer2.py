@@ -26,8 +26,11 @@ def _vision(image_size: int) -> dict:
                 patch_size=14, image_size=image_size, projection_dim=32)
 
 
-def make_tiny_xcomposer2(directory: Path, variant: str, seed: int = 0) -> None:
-    """Write a deterministic tiny XComposer2 ``variant`` (``vl`` or ``4khd``) checkpoint and tokenizer."""
+def make_tiny_xcomposer2(directory: Path, variant: str, seed: int = 0, image_size: int | None = None) -> None:
+    """Write a deterministic tiny XComposer2 ``variant`` (``vl`` or ``4khd``) checkpoint and tokenizer.
+
+    ``image_size``: the VL tower's input size (default 112; the 7B composition model's 224 is 56 here).
+    """
     import torch
     from safetensors.torch import save_file
     from tokenizers.processors import TemplateProcessing
@@ -44,7 +47,7 @@ def make_tiny_xcomposer2(directory: Path, variant: str, seed: int = 0) -> None:
     tokenizer._tokenizer.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A $B",
                                                              special_tokens=[("<s>", bos)])
     tokenizer.save_pretrained(str(directory))
-    size = VL_IMAGE_SIZE if variant == "vl" else HD_CROP
+    size = image_size or (VL_IMAGE_SIZE if variant == "vl" else HD_CROP)
     fields = dict(
         vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         # vLLM's CPU attention needs head_dim >= 32: 128 / 4 heads, 2 KV heads (grouped).

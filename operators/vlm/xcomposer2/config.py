@@ -121,8 +121,11 @@ class InternLMXComposer2Config(PretrainedConfig):
         return detect_variant(model_path) if model_path else "vl"
 
     def clip_config(self, variant: str) -> dict[str, Any]:
-        """CLIP vision config for ``variant`` (ViT-L/14 at the checkpoint's input size by default)."""
-        size = VL_IMAGE_SIZE if variant == "vl" else HD_CROP_SIZE
+        """CLIP vision config for ``variant`` (ViT-L/14 at the checkpoint's input size by default).
+
+        A published ``img_size`` (224 in internlm-xcomposer2-7b, the composition model) sets the VL size.
+        """
+        size = int(getattr(self, "img_size", None) or VL_IMAGE_SIZE) if variant == "vl" else HD_CROP_SIZE
         return {**CLIP_VIT_L14, "image_size": size, **self.vision_config}
 
     def effective_hd_num(self) -> int:

@@ -92,8 +92,8 @@ class _OwnLoader:
 class PLoRAQKV(_OwnLoader, QKVParallelLinear):
     """``wqkv`` plus ``Plora_A`` (replicated) and ``Plora_B`` (split exactly like ``wqkv``)."""
 
-    def __init__(self, hidden: int, head_dim: int, heads: int, kv_heads: int, r: int, prefix: str):
-        super().__init__(hidden, head_dim, heads, kv_heads, bias=False, prefix=prefix)
+    def __init__(self, hidden: int, head_dim: int, heads: int, kv_heads: int, r: int, prefix: str, quant_config=None):
+        super().__init__(hidden, head_dim, heads, kv_heads, bias=False, quant_config=quant_config, prefix=prefix)
         self.Plora_A = ReplicatedLinear(hidden, r, bias=False, prefix=f"{prefix}.Plora_A")
         self.Plora_B = QKVParallelLinear(r, head_dim, heads, kv_heads, bias=False, prefix=f"{prefix}.Plora_B")
 
@@ -107,8 +107,8 @@ class PLoRAQKV(_OwnLoader, QKVParallelLinear):
 class PLoRAColumn(_OwnLoader, ColumnParallelLinear):
     """Column-parallel linear (``w1``, ``w3``) with a Partial-LoRA update."""
 
-    def __init__(self, in_features: int, out_features: int, r: int, prefix: str):
-        super().__init__(in_features, out_features, bias=False, prefix=prefix)
+    def __init__(self, in_features: int, out_features: int, r: int, prefix: str, quant_config=None):
+        super().__init__(in_features, out_features, bias=False, quant_config=quant_config, prefix=prefix)
         self.Plora_A = ReplicatedLinear(in_features, r, bias=False, prefix=f"{prefix}.Plora_A")
         self.Plora_B = ColumnParallelLinear(r, out_features, bias=False, prefix=f"{prefix}.Plora_B")
 
@@ -122,8 +122,9 @@ class PLoRAColumn(_OwnLoader, ColumnParallelLinear):
 class PLoRARow(_OwnLoader, RowParallelLinear):
     """Row-parallel linear (``wo``, ``w2``) with a Partial-LoRA update; one all-reduce for both."""
 
-    def __init__(self, in_features: int, out_features: int, r: int, prefix: str):
-        super().__init__(in_features, out_features, bias=False, reduce_results=False, prefix=prefix)
+    def __init__(self, in_features: int, out_features: int, r: int, prefix: str, quant_config=None):
+        super().__init__(in_features, out_features, bias=False, reduce_results=False, quant_config=quant_config,
+                         prefix=prefix)
         self.Plora_A = RowParallelLinear(in_features, r, bias=False, reduce_results=False, prefix=f"{prefix}.Plora_A")
         self.Plora_B = ReplicatedLinear(r, out_features, bias=False, prefix=f"{prefix}.Plora_B")
 
@@ -138,7 +139,7 @@ class PLoRARow(_OwnLoader, RowParallelLinear):
 
 
 class XComposer2Attention(nn.Module):
-    def __init__(self, config: InternLMXComposer2Config, cache_config, prefix: str):
+    def __init__(self, config: InternLMXComposer2Config, cache_config, prefix: str, quant_config=None):
         super().__init__()
         self.tp_size = get_tensor_model_parallel_world_size()
         self.tp_rank = get_tensor_model_parallel_rank()
@@ -148,8 +149,9 @@ class XComposer2Attention(nn.Module):
         self.head_dim = config.head_dim
         r = config.lora_r
         self.wqkv = PLoRAQKV(config.hidden_size, self.head_dim, self.total_heads, self.total_kv, r,
-                             prefix=f"{prefix}.wqkv")
-        self.wo = PLoRARow(self.total_heads * self.head_dim, config.hidden_size, r, prefix=f"{prefix}.wo")
+                             prefix=f"{prefix}.wqkv", quant_config=quant_config)
+        self.wo = PLoRARow(self.total_heads * self.head_dim, config.hidden_size, r, prefix=f"{prefix}.wo",
+                           quant_config=quant_config)
         self.rotary_emb = _rope(self.head_dim, config.max_position_embeddings, config.rope_parameters)
         self.attn = Attention(self.heads, self.head_dim, self.head_dim**-0.5, num_kv_heads=self.kv_heads,
                               cache_config=cache_config, prefix=f"{prefix}.attn")
@@ -167,22 +169,23 @@ class XComposer2Attention(nn.Module):
 
 
 class XComposer2MLP(nn.Module):
-    def __init__(self, config: InternLMXComposer2Config, prefix: str):
+    def __init__(self, config: InternLMXComposer2Config, prefix: str, quant_config=None):
         super().__init__()
-        r = config.lora_r
-        self.w1 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, prefix=f"{prefix}.w1")
-        self.w3 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, prefix=f"{prefix}.w3")
-        self.w2 = PLoRARow(config.intermediate_size, config.hidden_size, r, prefix=f"{prefix}.w2")
+        r, q = config.lora_r, quant_config
+        self.w1 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, prefix=f"{prefix}.w1", quant_config=q)
+        self.w3 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, prefix=f"{prefix}.w3", quant_config=q)
+        self.w2 = PLoRARow(config.intermediate_size, config.hidden_size, r, prefix=f"{prefix}.w2", quant_config=q)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.w2.plora(F.silu(self.w1.plora(x, mask)) * self.w3.plora(x, mask), mask)
 
 
 class XComposer2DecoderLayer(nn.Module):
-    def __init__(self, config: InternLMXComposer2Config, cache_config, prefix: str):
+    def __init__(self, config: InternLMXComposer2Config, cache_config, prefix: str, quant_config=None):
         super().__init__()
-        self.attention = XComposer2Attention(config, cache_config, prefix=f"{prefix}.attention")
-        self.feed_forward = XComposer2MLP(config, prefix=f"{prefix}.feed_forward")
+        self.attention = XComposer2Attention(config, cache_config, prefix=f"{prefix}.attention",
+                                             quant_config=quant_config)
+        self.feed_forward = XComposer2MLP(config, prefix=f"{prefix}.feed_forward", quant_config=quant_config)
         self.attention_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.ffn_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
@@ -200,11 +203,11 @@ class XComposer2DecoderLayer(nn.Module):
 class XComposer2Model(nn.Module):
     """``model.*`` of the checkpoint: embeddings, decoder layers, final norm."""
 
-    def __init__(self, config: InternLMXComposer2Config, cache_config, prefix: str):
+    def __init__(self, config: InternLMXComposer2Config, cache_config, prefix: str, quant_config=None):
         super().__init__()
         self.tok_embeddings = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            XComposer2DecoderLayer(config, cache_config, prefix=f"{prefix}.layers.{i}")
+            XComposer2DecoderLayer(config, cache_config, prefix=f"{prefix}.layers.{i}", quant_config=quant_config)
             for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -254,7 +257,10 @@ class InternLMXComposer2ForCausalLM(nn.Module, SupportsMultiModal):
                 self.plora_glb_GN = nn.Parameter(torch.zeros(1, 1, width))
                 self.plora_sub_GN = nn.Parameter(torch.zeros(1, 1, 1, width))
         with mark_lm(vllm_config) if mark_lm else nullcontext():
-            self.model = XComposer2Model(config, vllm_config.cache_config, prefix=maybe_prefix(prefix, "model"))
+            # A GPTQ checkpoint (the 4-bit release) quantizes the decoder's base linears only; the
+            # Partial-LoRA factors, vision side and LM head stay in floating point.
+            self.model = XComposer2Model(config, vllm_config.cache_config, prefix=maybe_prefix(prefix, "model"),
+                                         quant_config=vllm_config.quant_config)
             self.output = ParallelLMHead(config.vocab_size, config.hidden_size, prefix=maybe_prefix(prefix, "output"))
         self.logits_processor = LogitsProcessor(config.vocab_size)
         self.scaling = config.lora_alpha / config.lora_r
@@ -334,6 +340,8 @@ class InternLMXComposer2ForCausalLM(nn.Module, SupportsMultiModal):
             for name, w in ws:
                 if name.endswith(("position_ids", "rotary_emb.inv_freq")):
                     continue
-                yield name, w
+                # The 4-bit release wraps each base linear as ``<module>.linear`` (its AutoGPTQ
+                # inside_layer_modules: attention.wqkv.linear, ...); here the module is the base linear.
+                yield name.replace(".linear.", "."), w
 
         return AutoWeightsLoader(self).load_weights(published(weights))
