@@ -5,6 +5,7 @@ Usage::
     python -m bench.run                                  # all comparisons, 3 runs each, tiny InternVL
     python -m bench.run overhead vs_ray_llm --runs 5
     python -m bench.run overhead --num-images 8 --runs 1 --results-dir /tmp/r   # a smoke run
+    python -m bench.run vs_sharegpt4v --family share-captioner --num-images 16 --max-tokens 16
     # GPU machine, full-size shapes with random weights (no download of weights needed, config only):
     python -m bench.run overhead vs_ray_llm vs_transformers --model-id shape:internvl2-8b \
         --load-format dummy --dtype bfloat16 --gpus-per-engine 1 --num-cpus 16 --max-num-seqs 256 --batch-size 64
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, BenchParams, loadavg, write_result
 
-NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth")
+NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
     python -m bench.shapes internvl2-8b DIR
     python -m bench.shapes xcomposer2-vl-7b DIR
+    python -m bench.shapes share-captioner-7b DIR
 
 A shape directory holds what a checkpoint holds except its weights: ``config.json`` with the
 published dimensions, a tokenizer and a processor. There is no model hub here, so the tokenizer
@@ -19,6 +20,11 @@ Shapes (from the public checkpoints' config files):
   (same FLOPs and bytes). One 448 x 448 tile per image: 256 image tokens.
 - ``xcomposer2-vl-7b``: the project's XComposer2 config at its defaults (InternLM2-7B, vocabulary
   92544, Partial LoRA rank 256, CLIP ViT-L/14 at 490 px: 1225 image tokens), ``variant`` vl.
+- ``share-captioner-7b``: InternLM-XComposer (v1) / Share-Captioner at the v1 config's defaults: EVA ViT-g/14
+  at 224 px (39 blocks, width 1408), the BERT-base perceive sampler with 64 queries (66 image tokens),
+  InternLM-7B (32 layers, width 4096, 32 heads, FFN 11008, q/k/v/o biases, vocabulary 103168). The
+  ``internlm_lora`` block (unverified: see the issue-16 note) changes nothing under dummy weights, where LoRA
+  is merged or absent alike.
 """
 
 from __future__ import annotations
@@ -124,11 +130,27 @@ def make_xcomposer2_7b(directory: Path, variant: str = "vl") -> Path:
     return directory
 
 
+def make_share_captioner_7b(directory: Path) -> Path:
+    """Share-Captioner / InternLM-XComposer-7B's dimensions (the v1 config class's defaults, 64 queries)."""
+    from operators.vlm.tiny.xcomposer import make_tiny_xcomposer
+    from operators.vlm.xcomposer.config import InternLMXComposerConfig
+
+    make_tiny_xcomposer(directory, seed=1)
+    vocab = _weightless(directory, 103168)
+    config = InternLMXComposerConfig(vocab_size=vocab, num_query_token=64, rms_norm_eps=1e-6, pad_token_id=-1,
+                                     internlm_lora=dict(lora_r=256, lora_alpha=256, learn_param=["q", "v"]))
+    config.architectures = ["InternLMXComposerForCausalLM"]
+    config.dtype = "bfloat16"
+    config.save_pretrained(str(directory))
+    return directory
+
+
 # Shape name -> builder; run each with the family of the same prefix (--family internvl, xcomposer2-vl, ...).
 SHAPES = {
     "internvl2-8b": make_internvl2_8b,
     "xcomposer2-vl-7b": lambda d: make_xcomposer2_7b(d, "vl"),
     "xcomposer2-4khd-7b": lambda d: make_xcomposer2_7b(d, "4khd"),
+    "share-captioner-7b": make_share_captioner_7b,
 }
 
 

@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- results -->", "<!-- /results -->"
 GPU_BEGIN, GPU_END = "<!-- gpu-results -->", "<!-- /gpu-results -->"
 GPU_RESULTS = RESULTS / "gpu"
-ORDER = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth")
+ORDER = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v")
 
 
 def latest(name: str, results_dir: Path = RESULTS) -> dict | None:
