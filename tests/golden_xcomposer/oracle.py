@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.xcomposer2_cases import _images as images  # the same four test pictures as XComposer2's cases
+
 EOH = "<TOKENS_UNUSED_0>"
 LONG = "Describe the image in detail, the colors, the shapes and where each one is, left or right."
 SHARE = "Analyze the image in a comprehensive and detailed manner."
@@ -19,22 +21,6 @@ META = (
     "harmless.\n- 浦语 can understand and communicate fluently in the language chosen by the user such as English "
     "and 中文.\nconversation\n"
 )
-
-
-def images():
-    """Deterministic test pictures of different sizes and aspect ratios."""
-    from PIL import Image, ImageDraw
-
-    def picture(size, colour, seed):
-        im = Image.new("RGB", size, colour)
-        d = ImageDraw.Draw(im)
-        for k in range(6):
-            x, y = (seed * 37 + k * 53) % size[0], (seed * 11 + k * 29) % size[1]
-            d.ellipse([x, y, x + size[0] // 4, y + size[1] // 4], fill=((k * 80) % 256, 255 - k * 40, seed * 60 % 256))
-        return im
-
-    return [picture((150, 90), (200, 30, 30), 1), picture((64, 200), (20, 160, 40), 2),
-            picture((300, 300), (30, 30, 220), 3), picture((90, 40), (240, 240, 10), 4)]
 
 
 def cases(variant: str) -> list[dict]:

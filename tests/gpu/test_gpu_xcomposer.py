@@ -10,19 +10,10 @@ XComposer2 reference on the dequantized weights.
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 
 from tests.golden_xcomposer.compare import compare_with_golden, golden
-
-
-def _shutdown(llm) -> None:
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()
-    del llm
-    gc.collect()
+from tests.gpu.test_gpu_engines import _shutdown
 
 
 @pytest.mark.parametrize("variant, dtype, tol", [("share-captioner", "float32", 5e-3),

@@ -14,25 +14,14 @@ import torch
 
 from operators.vlm.xcomposer.generate import generate
 from operators.vlm.xcomposer.reference import XComposerReference
+from operators.vlm.xcomposer2 import hf_adapter as xc2
 from operators.vlm.xcomposer2.hf_adapter import ReferenceProcessor
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ReferenceGenerator:
-    """``generate(input_ids, image_embeds, ...)`` -> ``[1, prompt + generated]`` ids, HF-style settings."""
-
-    def __init__(self, model: XComposerReference, image_token_id: int):
-        self.model = model
-        self.image_token_id = image_token_id
-
-    def eval(self) -> ReferenceGenerator:
-        self.model.eval()
-        return self
-
-    def to(self, device: Any) -> ReferenceGenerator:
-        self.model.to(device)
-        return self
+class ReferenceGenerator(xc2.ReferenceGenerator):
+    """``generate(input_ids, image_embeds, ...)`` -> ``[1, prompt + generated]`` ids, HF-style settings, KV cache."""
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, image_embeds: list | None = None, max_new_tokens: int = 20,

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from operators.vlm.xcomposer.config import InternLMXComposerConfig
+from operators.vlm.xcomposer2.reference import RMSNorm, XComposer2Reference
 
 
 class LinearLoRA(nn.Linear):
@@ -57,17 +58,6 @@ def dequantize_gptq(qweight: torch.Tensor, scales: torch.Tensor, g_idx: torch.Te
     q = q.reshape(qweight.shape[0] * per, qweight.shape[1]).float()
     w = (q - (1 << (bits - 1))) * scales.float()[g_idx.long()]
     return w.t().contiguous()
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = x.float().pow(2).mean(-1, keepdim=True)
-        return self.weight * (x * torch.rsqrt(var + self.eps)).to(x.dtype)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -334,17 +324,8 @@ class XComposerReference(nn.Module):
             x[mask] = flat
         return x
 
-    @staticmethod
-    def expand(input_ids: list[int], image_token_id: int, counts: list[int]) -> list[int]:
-        """``input_ids`` with the k-th image token repeated ``counts[k]`` times (the placeholder expansion)."""
-        out, k = [], 0
-        for t in input_ids:
-            if t == image_token_id:
-                out.extend([t] * counts[k])
-                k += 1
-            else:
-                out.append(t)
-        return out
+    # ``expand(input_ids, image_token_id, counts)``: the k-th image token repeated ``counts[k]`` times.
+    expand = XComposer2Reference.expand
 
     @torch.no_grad()
     def logits(self, embeds: torch.Tensor) -> torch.Tensor:
