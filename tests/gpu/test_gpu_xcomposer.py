@@ -47,13 +47,12 @@ def test_xcomposer2_4bit_on_gpu(tiny_models):
 
     from operators.vlm.gptq import quantization_of
     from operators.vlm.registry import get_family
-    from operators.vlm.tiny.xcomposer2_4bit import dequantized
     from operators.vlm.xcomposer2.config import InternLMXComposer2Config
     from operators.vlm.xcomposer2.reference import XComposer2Reference
 
     path = str(tiny_models["xcomposer2-vl-4bit"])
     ref = XComposer2Reference(InternLMXComposer2Config(**json.loads((Path(path) / "config.json").read_text())), "vl")
-    ref.load_published(dequantized(load_file(str(Path(path) / "model.safetensors"))))
+    ref.load_published(load_file(str(Path(path) / "model.safetensors")))  # GPTQ tensors dequantized
     llm = LLM(model=path, tokenizer=path, dtype="float16", max_model_len=1024, limit_mm_per_prompt={"image": 1},
               seed=0, gpu_memory_utilization=0.3, quantization=quantization_of(path))
     tok = llm.get_tokenizer()

@@ -103,14 +103,14 @@ def test_weight_names_map_onto_vllm_layers_and_lora_merges_exactly():
 def test_gptq_layout_round_trips():
     import torch
 
+    from operators.vlm.gptq import dequantize
     from operators.vlm.tiny.xcomposer import quantize_gptq
-    from operators.vlm.xcomposer.reference import dequantize_gptq
 
     w = torch.randn(64, 96)
     qweight, qzeros, scales, g_idx = quantize_gptq(w)
     assert (qweight.shape, qzeros.shape, scales.shape, g_idx.shape) == ((12, 64), (3, 8), (3, 64), (96,))
     assert qweight.dtype == qzeros.dtype == torch.int32 and scales.dtype == torch.float16
-    back = dequantize_gptq(qweight, scales, g_idx)
+    back = dequantize(qweight, scales, g_idx)
     step = scales.float()[g_idx.long()].t()  # one quantization step per weight
     assert ((back - w).abs() <= step * 0.51 + 1e-3).all()
 

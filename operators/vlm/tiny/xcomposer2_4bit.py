@@ -40,16 +40,3 @@ def make_tiny_xcomposer2_4bit(directory: Path, seed: int = 0) -> None:
     save_file(out, str(directory / "model.safetensors"), metadata={"format": "pt"})
     (directory / "quantize_config.json").write_text(json.dumps(
         {"bits": 4, "group_size": GROUP_SIZE, "desc_act": False, "sym": True, "true_sequential": True}, indent=2))
-
-
-def dequantized(weights: dict) -> dict:
-    """The float checkpoint a 4-bit one stands for: each ``<module>.linear`` GPTQ tensor set as ``<module>.weight``."""
-    from operators.vlm.xcomposer.reference import dequantize_gptq
-
-    out = dict(weights)
-    for name in [k for k in weights if k.endswith(".linear.qweight")]:
-        base = name[: -len(".linear.qweight")]
-        out[f"{base}.weight"] = dequantize_gptq(out.pop(name), out.pop(f"{base}.linear.scales"),
-                                                out.pop(f"{base}.linear.g_idx"))
-        out.pop(f"{base}.linear.qzeros")
-    return out

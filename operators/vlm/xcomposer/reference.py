@@ -50,16 +50,6 @@ class LinearLoRA(nn.Linear):
         return out
 
 
-def dequantize_gptq(qweight: torch.Tensor, scales: torch.Tensor, g_idx: torch.Tensor, bits: int = 4) -> torch.Tensor:
-    """``[out, in]`` float weights of a symmetric GPTQ tensor (AutoGPTQ layout, 8 values per int32 along ``in``)."""
-    per = 32 // bits
-    shifts = torch.arange(0, 32, bits, dtype=torch.int32)
-    q = (qweight.unsqueeze(1) >> shifts[None, :, None]) & ((1 << bits) - 1)  # [in/per, per, out]
-    q = q.reshape(qweight.shape[0] * per, qweight.shape[1]).float()
-    w = (q - (1 << (bits - 1))) * scales.float()[g_idx.long()]
-    return w.t().contiguous()
-
-
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     a, b = x.chunk(2, dim=-1)
     return torch.cat((-b, a), dim=-1)
@@ -277,12 +267,10 @@ class XComposerReference(nn.Module):
 
     def load_published(self, weights: dict[str, torch.Tensor]) -> None:
         """Load published weights strictly; GPTQ linears are dequantized into the plain weight first."""
-        weights = {k: v for k, v in weights.items() if not k.endswith(("position_ids", "rotary_emb.inv_freq"))}
-        for name in [k for k in weights if k.endswith(".qweight")]:
-            base = name[: -len(".qweight")]
-            w = dequantize_gptq(weights.pop(name), weights.pop(f"{base}.scales"), weights.pop(f"{base}.g_idx"))
-            weights.pop(f"{base}.qzeros")  # symmetric: the zero point is fixed at 8
-            weights[f"{base}.weight"] = w
+        from operators.vlm.gptq import dequantized
+
+        weights = {k: v for k, v in dequantized(weights).items()
+                   if not k.endswith(("position_ids", "rotary_emb.inv_freq"))}
         missing, unexpected = self.load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise ValueError(f"checkpoint layout mismatch: missing {missing[:8]}, unexpected {unexpected[:8]}")

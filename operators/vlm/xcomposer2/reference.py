@@ -166,9 +166,14 @@ class XComposer2Reference(nn.Module):
         return out
 
     def load_published(self, weights: dict[str, torch.Tensor]) -> None:
-        """Load ``weights`` named as published; every weight of the model must be there, nothing else."""
+        """Load ``weights`` named as published; every weight of the model must be there, nothing else.
+
+        GPTQ tensors (the 4-bit release's ``<module>.linear.qweight`` ...) are dequantized first.
+        """
+        from operators.vlm.gptq import dequantized
+
         local = {}
-        for name, tensor in weights.items():
+        for name, tensor in dequantized(weights).items():
             if name.endswith("position_ids") or name.endswith("rotary_emb.inv_freq"):
                 continue
             if name.startswith(_VIT_PUBLISHED):
