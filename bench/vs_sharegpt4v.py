@@ -125,7 +125,11 @@ def vllm_beams_side(p: BenchParams) -> dict:
     return {"side": "vllm_beams", "images": len(images), "wall_s": round(wall, 3), "load_s": round(t_load, 3),
             "images_per_s": round(len(images) / wall, 4),
             "steady_images_per_s": round(len(images) / (wall - t_load), 4),
-            "generated_tokens": sum(len(o.sequences[0].tokens) for o in outs), "beams": SCRIPT_BEAMS,
+            # A beam's tokens hold its prompt too; every beam runs to max_tokens (EOS ignored).
+            "generated_tokens": p.max_tokens * len(outs),
+            "prompt_tokens_per_image": round(sum(len(o.sequences[0].tokens) for o in outs) / len(outs)
+                                             - p.max_tokens, 1),
+            "beams": SCRIPT_BEAMS,
             "driver_peak_rss_mib": peak_rss_mib(), "load_before": load_before, "load_after": loadavg()}
 
 

@@ -37,7 +37,11 @@ class ExportSummary:
 
 
 def conversations(instruction: str, caption: str, qa: list[dict] | None) -> list[dict]:
-    """LLaVA turns: the caption exchange first (``<image>`` in the first human turn), then ``ok`` QA pairs."""
+    """LLaVA turns: the caption exchange first (``<image>`` in the first human turn), then ``ok`` QA pairs.
+
+    Without QA (a caption run over a prompt set, e.g. ``jobs/specs/sharegpt4v-pt.yaml``) that is the
+    two-turn pretraining record, as ShareGPT4V-PT's file holds it.
+    """
     turns = [{"from": HUMAN, "value": f"{IMAGE_TOKEN}\n{instruction}"}, {"from": GPT, "value": caption}]
     for pair in qa or []:
         if pair[C.STATUS] == Status.OK.value and pair[C.QA_QUESTION] and pair[C.QA_ANSWER]:
@@ -93,7 +97,7 @@ def exportable(run_root: str, storage: StorageConfig | None = None, image_root: 
             summary.skipped["image not under the image root" if image_root else "no image path"] += 1
             continue
         row["image_rel"] = rel
-        row["conversations"] = conversations(row[C.INSTRUCTION] or default_prompt, row[C.CAPTION], row[C.QA])
+        row["conversations"] = conversations(row[C.INSTRUCTION] or default_prompt, row[C.CAPTION], row.get(C.QA))
         summary.qa_pairs_out += (len(row["conversations"]) - 2) // 2
         out.append(row)
     summary.rows_out = len(out)

@@ -26,7 +26,7 @@ from vllm.config import VllmConfig
 from vllm.model_executor.models.blip import BlipVisionModel
 from vllm.model_executor.models.blip2 import Blip2QFormerModel
 from vllm.model_executor.models.interfaces import SupportsMultiModal
-from vllm.model_executor.models.utils import AutoWeightsLoader, init_vllm_registered_model, maybe_prefix
+from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, init_vllm_registered_model, maybe_prefix
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from operators.vlm.xcomposer.config import IMAGE_TOKEN, InternLMXComposerConfig
@@ -60,6 +60,11 @@ def _configs(config: InternLMXComposerConfig):
 )
 class InternLMXComposerForCausalLM(nn.Module, SupportsMultiModal):
     """InternLM-XComposer v1 (7B, VL-7B, Share-Captioner, 7B-4bit) for vLLM."""
+
+    # What vLLM's GPTQ config needs to find the quantized linears: it lists them from the checkpoint's
+    # integer tensors under their published names, maps those with this, and matches fused layers' shards.
+    hf_to_vllm_mapper = WeightsMapper(orig_to_new_prefix={"internlm_model.": "language_model."})
+    packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:

@@ -45,7 +45,7 @@ from vllm.model_executor.layers.rotary_embedding import get_rope
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 from vllm.model_executor.models.clip import CLIPVisionModel
 from vllm.model_executor.models.interfaces import SupportsMultiModal
-from vllm.model_executor.models.utils import AutoWeightsLoader, maybe_prefix
+from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, maybe_prefix
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from operators.vlm.xcomposer2.config import IMAGE_TOKEN, InternLMXComposer2Config
@@ -228,6 +228,10 @@ class XComposer2Model(nn.Module):
 )
 class InternLMXComposer2ForCausalLM(nn.Module, SupportsMultiModal):
     """InternLM-XComposer2 VL / 4KHD for vLLM (variant from the config or the checkpoint's weights)."""
+
+    # vLLM's GPTQ config lists the quantized linears from a checkpoint's integer tensors under their
+    # published names; the 4-bit release names them ``<module>.linear`` (see load_weights).
+    hf_to_vllm_mapper = WeightsMapper(orig_to_new_suffix={".linear": ""})
 
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
