@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, BenchParams, loadavg, write_result
 
-NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth")
+NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "curation")
 
 
 def main(argv: list[str] | None = None) -> int:
