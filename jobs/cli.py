@@ -38,7 +38,7 @@ def _cmd_demo_corpus(args: argparse.Namespace) -> int:
     from jobs.demo_corpus import write_demo_corpus
     from schemas.spec import StorageConfig
 
-    n = write_demo_corpus(args.dest, StorageConfig(endpoint_url=args.endpoint_url))
+    n = write_demo_corpus(args.dest, StorageConfig(endpoint_url=args.endpoint_url), planted=args.planted_duplicates)
     print(f"wrote {n} demo objects under {args.dest}")
     return 0
 
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-corpus", help="write the demo image corpus to a local or s3:// prefix")
     p.add_argument("dest", help="destination prefix")
     p.add_argument("--endpoint-url", help="S3 endpoint (credentials come from the environment)")
+    p.add_argument("--planted-duplicates", action="store_true",
+                   help="the photographs with exact and near duplicates planted, and unrelated images (curation)")
     p.set_defaults(fn=_cmd_demo_corpus)
 
     p = sub.add_parser("spec-reference", help="print every job spec field with its description")

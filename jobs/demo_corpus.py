@@ -62,10 +62,10 @@ def demo_files() -> dict[str, bytes]:
     return files
 
 
-def write_demo_corpus(dest: str, storage: StorageConfig | None = None) -> int:
-    """Write the demo corpus under ``dest``; returns the number of objects written."""
+def write_demo_corpus(dest: str, storage: StorageConfig | None = None, planted: bool = False) -> int:
+    """Write the demo corpus under ``dest`` (``planted``: its photographs with duplicates, see planted_duplicates)."""
     fs, root = filesystem(dest, storage)
-    files = demo_files()
+    files = planted_duplicates()[0] if planted else demo_files()
     for name, data in files.items():
         path = posixpath.join(root, name)
         parent = path.rsplit("/", 1)[0]
