@@ -158,32 +158,13 @@ def _merge(tmp: str, n: int) -> None:
 
 def gpu_saved() -> dict:
     """Duplicates of the planted demo corpus and the caption GPU time they would have cost on an H100."""
-    import hashlib
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from jobs.demo_corpus import planted_duplicates
-    from operators.embed.perceptual import PerceptualEmbedder
-    from operators.ids import location_id
     from pipeline.dedup.barrier import decide
     from schemas.spec import DedupConfig
-    from tests.curation import commit_index, index_rows
+    from tests.curation import commit_index, index_rows, planted_corpus_vectors
 
-    files, truth = planted_duplicates()
-    names = sorted(n for n in files if not n.startswith("bad/"))
-    ims = []
-    for n in names:
-        im = Image.open(io.BytesIO(files[n]))
-        im.seek(0)
-        im = im.convert("RGB")
-        im.thumbnail((512, 512))
-        ims.append(np.asarray(im))
-    vectors = PerceptualEmbedder().images(ims)
+    files, truth, names, ids, hashes, vectors = planted_corpus_vectors()
     with tempfile.TemporaryDirectory() as tmp:
-        commit_index(tmp, index_rows([location_id(n) for n in names], vectors,
-                                     [hashlib.sha256(files[n]).hexdigest() for n in names]))
+        commit_index(tmp, index_rows(ids, vectors, hashes))
         s = decide(tmp, DedupConfig(threshold=0.85, cluster_size=16), None)
     gpu = sorted((RESULTS / "gpu").glob("overhead-h100-internvl2_8b-*.json"))
     rate = json.loads(gpu[-1].read_text())["medians"]["vlmbatch"]["steady_images_per_s"] if gpu else None

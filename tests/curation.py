@@ -159,3 +159,33 @@ def pixel_rows(images: list[np.ndarray], statuses: list[str] | None = None) -> p
         C.PIXELS: pa.array([np.ascontiguousarray(im).tobytes() for im in images], pa.binary()),
         C.WIDTH: pa.array([im.shape[1] for im in images], pa.int32()),
         C.HEIGHT: pa.array([im.shape[0] for im in images], pa.int32())})
+
+
+def planted_corpus_vectors() -> tuple[dict[str, bytes], dict[str, str], list[str], list[str], list[str], np.ndarray]:
+    """The planted-duplicate demo corpus as the index pass would see it with the perceptual embedder.
+
+    Returns ``(files, truth, names, ids, content hashes, vectors)`` of every image (the text file left out),
+    each decoded as the decode stage does (first frame, RGB, longest side at most 512).
+    """
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from jobs.demo_corpus import planted_duplicates
+    from operators.embed.perceptual import PerceptualEmbedder
+    from operators.ids import location_id
+
+    files, truth = planted_duplicates()
+    names = sorted(n for n in files if not n.startswith("bad/"))
+    images = []
+    for n in names:
+        im = Image.open(io.BytesIO(files[n]))
+        im.seek(0)
+        im = im.convert("RGB")
+        im.thumbnail((512, 512))
+        images.append(np.asarray(im))
+    ids = [location_id(f"mem://corpus/{n}") for n in names]
+    hashes = [hashlib.sha256(files[n]).hexdigest() for n in names]
+    return files, truth, names, ids, hashes, PerceptualEmbedder().images(images)
+

@@ -26,23 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# InternViT's and QLLaMA's RMSNorm are the one XComposer2's reference has: float32 statistics, the input's dtype out.
+from operators.vlm.xcomposer2.reference import RMSNorm
+
 if TYPE_CHECKING:
     import numpy as np
 
 TEXT_PREFIX = "summarize:"
 MAX_TEXT_TOKENS = 80
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
 class VisionEmbeddings(nn.Module):

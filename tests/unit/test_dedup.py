@@ -107,26 +107,9 @@ def test_order_keys_sort_like_ids():
 
 def test_planted_duplicates_precision_recall_with_perceptual_embeddings(tmp_path):
     """The demo photographs with planted exact and near duplicates: every duplicate found, none wrongly."""
-    import hashlib
+    from tests.curation import planted_corpus_vectors
 
-    from PIL import Image
-
-    from jobs.demo_corpus import planted_duplicates
-    from operators.embed.perceptual import PerceptualEmbedder
-    from operators.ids import location_id
-
-    files, truth = planted_duplicates()
-    names = sorted(n for n in files if not n.startswith("bad/"))
-    images = []
-    for n in names:
-        im = Image.open(io.BytesIO(files[n]))
-        im.seek(0)
-        im = im.convert("RGB")
-        im.thumbnail((512, 512))
-        images.append(np.asarray(im))
-    vectors = PerceptualEmbedder().images(images)
-    ids = [location_id(f"mem://corpus/{n}") for n in names]
-    hashes = [hashlib.sha256(files[n]).hexdigest() for n in names]
+    files, truth, names, ids, hashes, vectors = planted_corpus_vectors()
     by_id = dict(zip(ids, names, strict=True))
     group = groups_of(truth, names)
     config = DedupConfig(threshold=0.85, cluster_size=16)
