@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from operators.base import ActorPool, Resources, Stage
-from operators.embed.models import Embedder, embedding_dim, load_embedder
-from operators.embed.stage import embed_rows, put_column, vectors_array
+from operators.embed.models import Embedder, load_embedder
+from operators.embed.stage import embed_rows, put_column, stage_dim, vectors_array
 from operators.rows import set_columns
 from schemas import columns as C
 from schemas.spec import AlignmentConfig, EmbeddingConfig
@@ -57,7 +57,7 @@ class AlignActor:
 def align_stage(config: EmbeddingConfig, alignment: AlignmentConfig, *,
                 embedder: Callable[[], Embedder] | None = None, dim: int | None = None) -> Stage:
     """``alignment_score`` and ``caption_embedding`` of every captioned row; ``low_alignment`` below the threshold."""
-    dim = dim or embedding_dim(config)
+    dim = dim or stage_dim("align", config)
     return Stage(
         "align", AlignActor, dict(config=config, alignment=alignment, dim=dim, embedder=embedder),
         needs=(C.CAPTION, C.IMAGE_EMBEDDING, C.STATUS, C.ERROR),

@@ -87,8 +87,13 @@ def embedding_dim(config: EmbeddingConfig) -> int:
 
     path = Path(config.model_id).expanduser() / "config.json"
     if not path.exists():
-        raise ValueError(f"embedding.model_id {config.model_id!r}: no config.json there (a local checkpoint "
-                         "directory is needed on the driver to size the embedding column)")
+        try:  # a hub id: its config.json alone (from the local cache when offline)
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(config.model_id, "config.json", revision=config.revision))
+        except Exception as exc:  # noqa: BLE001 - any failure here is one clear line for the user
+            raise ValueError(f"embedding.model_id {config.model_id!r}: no config.json to size the embedding "
+                             f"column ({type(exc).__name__})") from None
     cfg = json.loads(path.read_text())
     if config.kind == "clip":
         return int(cfg.get("projection_dim", 512))

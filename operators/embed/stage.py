@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from operators.base import ActorPool, Resources, Stage
+from operators.base import ActorPool, PipelineError, Resources, Stage
 from operators.embed.models import Embedder, embedding_dim, load_embedder
 from operators.rows import error_text, set_columns
 from schemas import columns as C
@@ -94,6 +94,14 @@ class EmbedActor:
         return set_columns(table, {C.STATUS: statuses, C.ERROR: errors})
 
 
+def stage_dim(name: str, config: EmbeddingConfig) -> int:
+    """The embedding size of ``config``'s model, or a :class:`PipelineError` naming the stage."""
+    try:
+        return embedding_dim(config)
+    except ValueError as exc:
+        raise PipelineError(f"{name}: {exc}") from None
+
+
 def embed_stage(config: EmbeddingConfig, *, embedder: Callable[[], Embedder] | None = None,
                 dim: int | None = None) -> Stage:
     """``image_embedding`` of every ``ok`` row on a fixed pool of ``embedding.num_actors`` actors.
@@ -104,7 +112,7 @@ def embed_stage(config: EmbeddingConfig, *, embedder: Callable[[], Embedder] | N
         embedder: the model builder each actor calls (tests pass their own); None loads the spec's.
         dim: the vector size; None reads it from the checkpoint's config on the driver.
     """
-    dim = dim or embedding_dim(config)
+    dim = dim or stage_dim("embed", config)
     return Stage(
         "embed", EmbedActor, dict(config=config, dim=dim, embedder=embedder),
         needs=IMAGE_NEEDS, produces=(C.IMAGE_EMBEDDING, C.STATUS, C.ERROR),

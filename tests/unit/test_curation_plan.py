@@ -93,3 +93,11 @@ def test_exporter_leaves_curated_rows_out_and_counts_them(tmp_path):
     rows, summary = exportable(str(tmp_path / "run"), None, None, need_path=False)
     assert [r[C.ID] for r in rows] == [f"{0:032x}", f"{3:032x}"]
     assert summary.skipped == {"status duplicate": 1, "status low_alignment": 1}
+
+
+def test_missing_embedding_checkpoint_fails_at_build_naming_the_stage(tmp_path):
+    from operators.base import PipelineError
+
+    s = parse_spec(spec(tmp_path, embedding={"kind": "clip", "model_id": str(tmp_path / "nope")}, dedup={}))
+    with pytest.raises(PipelineError, match=r"^embed: embedding.model_id .* no config.json"):
+        build_pipeline(s, "r1")
