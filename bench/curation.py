@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, BenchParams, peak_rss_mib
 
-SIDES = ("embed_stage", "embed_loop", "embed_perceptual", "dedup_partitioned", "dedup_brute")
+SIDES = ("embed_stage", "embed_loop", "embed_perceptual", "dedup_prepare", "dedup_partitioned", "dedup_brute")
 
 
 def _side(name: str, arg: dict) -> dict:
@@ -66,12 +66,11 @@ def _images(n: int, side: int = 448):
 
 
 def run_side(name: str, arg: dict) -> dict:
-    """One side, in this process."""
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(1)
+    """One side, in this process (embedding sides on one core; dedup sides import no torch)."""
     if name.startswith("embed"):
+        import torch
+
+        torch.set_num_threads(1)
         images = _images(arg["n"])
         model_dir = _clip_b32(Path(arg["model_dir"]))
         if name == "embed_perceptual":
@@ -101,57 +100,76 @@ def run_side(name: str, arg: dict) -> dict:
         t0 = time.perf_counter()
         actor(rows)
         return {"images_per_s": round(len(images) / (time.perf_counter() - t0), 2)}
-    # dedup sides: synthetic clustered unit vectors with planted near copies, committed as an index pass.
-    from pipeline.dedup.index import brute_force, order_keys, unit
-    from tests.curation import commit_index, hex_ids, index_rows
-
-    n, dim = arg["n"], arg["dim"]
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(max(8, n // 2000), dim))
-    x = unit(centres[rng.integers(0, len(centres), n)] + 0.7 * rng.normal(size=(n, dim)))
-    copies = rng.integers(0, n, n // 100)
-    x[n - len(copies):] = unit(x[copies] + rng.normal(scale=0.05, size=(len(copies), dim)) / math.sqrt(dim))
-    ids = hex_ids(n)
+    if name == "dedup_prepare":
+        return _prepare(arg)
     if name == "dedup_brute":
+        # The peer holds every vector (read from the committed index) and compares all pairs.
+        import pyarrow as pa
+
+        from pipeline.commit import read_committed
+        from pipeline.dedup.index import brute_force, order_keys, unit
+
         t0 = time.perf_counter()
-        best, arg_ = brute_force(unit(x.astype(np.float16)), order_keys(ids), arg["threshold"])
-        found = int((arg_ >= 0).sum())
-        return {"seconds": round(time.perf_counter() - t0, 2), "found": found, "peak_rss_mib": peak_rss_mib()}
+        t = read_committed(arg["root"], None, columns=[C_ID, C_EMB])
+        dim = t.schema.field(C_EMB).type.list_size
+        x = unit(pa.concat_arrays(t.column(C_EMB).chunks).flatten().to_numpy(zero_copy_only=False).reshape(-1, dim))
+        best, arg_ = brute_force(x, order_keys(t.column(C_ID).to_pylist()), arg["threshold"])
+        return {"seconds": round(time.perf_counter() - t0, 2), "found": int((arg_ >= 0).sum()),
+                "peak_rss_mib": peak_rss_mib()}
     from pipeline.dedup.barrier import decide
     from schemas.spec import DedupConfig
 
-    with tempfile.TemporaryDirectory() as tmp:
-        for start in range(0, n, 50_000):  # committed in slices: the data never sits whole in this process
-            part = index_rows(ids[start: start + 50_000], x[start: start + 50_000], dtype="float16")
-            commit_index(f"{tmp}/part{start}", part, rows_per_file=10_000)
-        # One index root: merge the slices' manifests.
-        _merge(tmp, n)
-        del x
-        rss_before = peak_rss_mib()
-        t0 = time.perf_counter()
-        s = decide(f"{tmp}/all", DedupConfig(exact=False, threshold=arg["threshold"], cluster_size=arg["cluster"]),
-                   None)
-        return {"seconds": round(time.perf_counter() - t0, 2), "found": s.near, "cells": s.cells,
-                "guests": s.guests, "largest_cell": s.largest_cell, "peak_rss_mib": peak_rss_mib(),
-                "peak_rss_before_mib": rss_before}
+    t0 = time.perf_counter()
+    s = decide(arg["root"], DedupConfig(exact=False, threshold=arg["threshold"], cluster_size=arg["cluster"]), None)
+    return {"seconds": round(time.perf_counter() - t0, 2), "found": s.near, "cells": s.cells, "guests": s.guests,
+            "largest_cell": s.largest_cell, "peak_rss_mib": peak_rss_mib()}
 
 
-def _merge(tmp: str, n: int) -> None:
+C_ID, C_EMB = "id", "image_embedding"
+
+
+def _prepare(arg: dict) -> dict:
+    """A committed index pass of ``n`` synthetic rows under ``root``: clustered unit vectors, 1 % near copies."""
+    import numpy as np
+
+    from pipeline.dedup.index import unit
+    from tests.curation import commit_index, hex_ids, index_rows
+
+    n, dim, root = arg["n"], arg["dim"], arg["root"]
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(max(8, n // 2000), dim))
+    ids = hex_ids(n)
+    slices = []
+    for start in range(0, n, 50_000):  # generated and committed in slices
+        m = min(50_000, n - start)
+        x = unit(centres[rng.integers(0, len(centres), m)] + 0.7 * rng.normal(size=(m, dim)))
+        k = m // 100
+        x[m - k:] = unit(x[rng.integers(0, m - k, k)] + rng.normal(scale=0.05, size=(k, dim)) / math.sqrt(dim))
+        commit_index(f"{root}.part{start:09d}", index_rows(ids[start: start + m], x, dtype="float16"),
+                     rows_per_file=10_000)
+        slices.append(f"{root}.part{start:09d}")
+    _merge(root, slices, n)
+    return {"rows": n}
+
+
+def _merge(root: str, slices: list[str], n: int) -> None:
+    """One committed index at ``root`` from the slices' files and manifests."""
     import shutil
 
     from pipeline.commit import read_manifest, write_manifest
     from schemas.manifest import FileEntry
 
-    out = Path(tmp) / "all"
+    out = Path(root)
     (out / "staging").mkdir(parents=True)
     files, first = [], None
-    for d in sorted(Path(tmp).glob("part*")):
+    for d in map(Path, slices):
         m = read_manifest(str(d))
         first = first or m
         for f in m.files:
             name = f"staging/{d.name}-{Path(f.path).name}"
             shutil.move(str(d / f.path), str(out / name))
             files.append(FileEntry(path=name, rows=f.rows))
+        shutil.rmtree(d)
     summary = first.summary.model_copy(update={"rows_in": n, "rows_out": n})
     write_manifest(str(out), first.model_copy(update={"files": files, "summary": summary}))
 
@@ -189,14 +207,19 @@ def compare(params: BenchParams, runs: int) -> dict:
     base, dim = extra.get("dedup_base", 5000), extra.get("dedup_dim", 256)
     brute_max = extra.get("dedup_brute_max", 60_000)
     dedup = []
-    for scale in extra.get("dedup_scales", [1, 10, 100]):
-        arg = {"n": base * scale, "dim": dim, "threshold": 0.9, "cluster": extra.get("dedup_cluster", 5000)}
-        row = {"scale": scale, "rows": base * scale, "partitioned": _side("dedup_partitioned", arg)}
-        if base * scale <= brute_max:
-            row["brute_force"] = _side("dedup_brute", arg)
-            row["same_answer"] = row["brute_force"]["found"] == row["partitioned"]["found"]
-            row["time_ratio"] = round(row["partitioned"]["seconds"] / max(row["brute_force"]["seconds"], 1e-9), 3)
-        dedup.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        for scale in extra.get("dedup_scales", [1, 10, 100]):
+            arg = {"n": base * scale, "dim": dim, "threshold": 0.9, "cluster": extra.get("dedup_cluster", 5000),
+                   "root": f"{tmp}/x{scale}"}
+            _side("dedup_prepare", arg)
+            row = {"scale": scale, "rows": base * scale, "partitioned": _side("dedup_partitioned", arg)}
+            if base * scale <= brute_max:
+                row["brute_force"] = _side("dedup_brute", arg)
+                row["same_answer"] = row["brute_force"]["found"] == row["partitioned"]["found"]
+                row["time_ratio"] = round(row["partitioned"]["seconds"] / max(row["brute_force"]["seconds"], 1e-9),
+                                          3)
+                row["memory_ratio"] = round(row["partitioned"]["peak_rss_mib"] / row["brute_force"]["peak_rss_mib"], 3)
+            dedup.append(row)
     saved = gpu_saved()
     return {"params": {**params.__dict__}, "embed_images_per_s_one_core": embed,
             "ratios": {"embed_stage_vs_transformers_loop": round(embed["embed_stage"] / embed["embed_loop"], 3)},
