@@ -291,7 +291,10 @@ class EmbeddingConfig(_Strict):
     )
     num_actors: int = Field(1, ge=1, description="Actors in the embedding pool, one model each.")
     gpus_per_actor: float = Field(0, ge=0, description="GPUs per embedding actor (0 on CPU-only machines).")
-    cpus_per_actor: float = Field(1, ge=0, description="CPUs reserved per embedding actor.")
+    cpus_per_actor: float = Field(
+        1, ge=0, description="CPUs reserved per embedding actor, held for the whole run: on a small CPU-only "
+        "machine leave room for the decode tasks beside the caption actor (0 is allowed)."
+    )
     batch_size: int = Field(32, ge=1, description="Images (or texts) per forward pass.")
 
     @model_validator(mode="after")

@@ -41,7 +41,8 @@ def test_dedup_over_two_schedule_increments(s3_server, tiny_models, tmp_path, ru
     spec["source"]["extensions"] = [".jpg", ".png", ".gif"]
     spec["caption"] = {"prompts": ["Describe this image in detail."]}  # a dataset build, so it exports
     spec["schedule"] = {"state_uri": f"s3://{bucket}/schedules/curate/"}
-    spec["embedding"] = {"kind": "perceptual", "dtype": "float16", "cpus_per_actor": 0.25}  # 2 CPUs: room for decode
+    # On 2 CPUs the caption actor (1) and decode tasks (1) take them all: the light embedder asks for none.
+    spec["embedding"] = {"kind": "perceptual", "dtype": "float16", "cpus_per_actor": 0}
     spec["dedup"] = {"threshold": 0.85, "cluster_size": 16}
     spec_path = write_spec(tmp_path / "spec.yaml", spec)
 
