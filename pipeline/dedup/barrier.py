@@ -38,6 +38,8 @@ DECISIONS = "decisions.parquet"
 DONE = "decisions.json"
 INCREMENT = "index.json"
 BUCKETS = 256
+#: Bytes of spilled rows held in memory before the largest partition is written out (per spill).
+SPILL_BUDGET = 64 << 20
 DECISION_SCHEMA = pa.schema([pa.field(C.ID, pa.string()), pa.field(C.DUPLICATE_OF, pa.string()),
                              pa.field(C.DUPLICATE_SIMILARITY, pa.float32()), pa.field(C.ERROR, pa.string())])
 
@@ -119,7 +121,7 @@ def decide(index_root: str, config: DedupConfig, storage: StorageConfig, *, earl
     exact: dict[str, tuple[str, str]] = {}
     hits = _Hits()
     n_rows = read_manifest(index_root, storage).summary.rows_out
-    with Spill(pa.schema([("h", pa.string()), ("id", pa.string())])) as buckets:
+    with Spill(pa.schema([("h", pa.string()), ("id", pa.string())]), SPILL_BUDGET) as buckets:
         sample, dim = [], 0
         frac = None
         for t in _shards(index_root, storage, [C.ID, C.STATUS, C.CONTENT_HASH, C.IMAGE_EMBEDDING]):
@@ -235,7 +237,7 @@ def _near(index_root: str, config: DedupConfig, storage: StorageConfig, centroid
         data = _read_bytes(join_uri(root, "centroids.npy"), storage)
         if data is not None:
             olds.append((e, root, np.load(io.BytesIO(data))))
-    spills = [Spill(_spill_schema(dim)) for _ in range(1 + len(olds))]
+    spills = [Spill(_spill_schema(dim), SPILL_BUDGET) for _ in range(1 + len(olds))]
     try:
         for t in _shards(index_root, storage, [C.ID, C.STATUS, C.IMAGE_EMBEDDING]):
             if C.IMAGE_EMBEDDING not in t.column_names:

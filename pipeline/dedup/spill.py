@@ -17,11 +17,17 @@ import pyarrow.ipc as ipc
 
 
 class Spill:
-    """Append-only partitions of Arrow tables with one schema, under a temporary directory."""
+    """Append-only partitions of Arrow tables with one schema, under a temporary directory.
 
-    def __init__(self, schema: pa.Schema, flush_rows: int = 8192, root: str | None = None):
+    Rows wait in memory until all partitions' buffers together pass ``budget_bytes``; then the
+    largest buffer is written out as one Arrow IPC file.
+    """
+
+    def __init__(self, schema: pa.Schema, budget_bytes: int = 64 << 20, root: str | None = None):
         self.schema = schema
-        self.flush_rows = flush_rows
+        # One budget for all partitions' buffers: memory stays flat however many partitions there are.
+        self.budget_bytes = budget_bytes
+        self._buffered_bytes = 0
         self.dir = Path(tempfile.mkdtemp(prefix="vlmbatch-spill-", dir=root))
         self._buffers: dict[int, list[pa.Table]] = defaultdict(list)
         self._buffered: dict[int, int] = defaultdict(int)
@@ -33,10 +39,11 @@ class Spill:
         if not table.num_rows:
             return
         self._buffers[part].append(table)
-        self._buffered[part] += table.num_rows
+        self._buffered[part] += table.nbytes
+        self._buffered_bytes += table.nbytes
         self.rows[part] += table.num_rows
-        if self._buffered[part] >= self.flush_rows:
-            self._flush(part)
+        while self._buffered_bytes > self.budget_bytes and self._buffered:
+            self._flush(max(self._buffered, key=self._buffered.get))
 
     def add_grouped(self, parts, table: pa.Table) -> None:
         """Append row ``i`` of ``table`` to partition ``parts[i]``."""
@@ -52,7 +59,7 @@ class Spill:
 
     def _flush(self, part: int) -> None:
         tables = self._buffers.pop(part, [])
-        self._buffered.pop(part, None)
+        self._buffered_bytes -= self._buffered.pop(part, 0)
         if not tables:
             return
         path = self.dir / f"p{part}-{self._files[part]}.arrow"

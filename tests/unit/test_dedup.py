@@ -45,8 +45,11 @@ def test_guest_rule_reaches_every_close_pair():
         assert home[i] == home[j] or (j, home[i]) in seen, (i, j)
 
 
-@pytest.mark.parametrize("cluster_size", [40, 400, 100_000])
-def test_partitioned_decisions_equal_brute_force(tmp_path, cluster_size):
+@pytest.mark.parametrize(("cluster_size", "spill_budget"), [(40, 4096), (400, 64 << 20), (100_000, 64 << 20)])
+def test_partitioned_decisions_equal_brute_force(tmp_path, monkeypatch, cluster_size, spill_budget):
+    import pipeline.dedup.barrier as barrier
+
+    monkeypatch.setattr(barrier, "SPILL_BUDGET", spill_budget)  # 4 KiB: every partition written out in pieces
     ids, x = hex_ids(1500), clustered(1500)
     root = str(tmp_path / "index")
     commit_index(root, index_rows(ids, x))
