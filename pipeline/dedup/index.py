@@ -50,7 +50,12 @@ def radius(threshold: float) -> float:
 
 
 def kmeans(sample: np.ndarray, k: int, iterations: int = 10) -> np.ndarray:
-    """``k`` centroids of ``sample`` (Lloyd's algorithm from its first ``k`` rows: deterministic)."""
+    """``k`` unit centroids of ``sample``'s unit rows (spherical k-means from its first ``k`` rows: deterministic).
+
+    Spherical: every centroid is renormalised, as SemDeDup clusters embeddings. Plain means of unit
+    vectors shrink towards the origin where a cell spans several groups, and such a centroid then
+    draws in every group that has none of its own: one giant cell, no partitioning.
+    """
     k = max(1, min(k, len(sample)))
     centroids = sample[:k].astype(np.float32).copy()
     for _ in range(iterations):
@@ -59,6 +64,7 @@ def kmeans(sample: np.ndarray, k: int, iterations: int = 10) -> np.ndarray:
             members = sample[home == j]
             if len(members):
                 centroids[j] = members.mean(axis=0)
+        centroids = unit(centroids)
     return centroids
 
 
