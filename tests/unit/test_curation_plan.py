@@ -101,3 +101,34 @@ def test_missing_embedding_checkpoint_fails_at_build_naming_the_stage(tmp_path):
     s = parse_spec(spec(tmp_path, embedding={"kind": "clip", "model_id": str(tmp_path / "nope")}, dedup={}))
     with pytest.raises(PipelineError, match=r"^embed: embedding.model_id .* no config.json"):
         build_pipeline(s, "r1")
+
+
+def test_index_pass_stages_compose_on_real_rows_and_conform(tmp_path):
+    """The index pass's UDFs on a local folder (no Ray): hashes, vectors, the committed schema casts them."""
+    import pyarrow.compute as pc
+
+    from operators.sources.prefix import PrefixSource
+    from schemas.records import conform
+    from tests.corpus import gradient, text_as_jpg
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(gradient(80, 60))
+    (tmp_path / "in" / "b.png").write_bytes(gradient(80, 60))  # same bytes
+    (tmp_path / "in" / "c.jpg").write_bytes(text_as_jpg())
+    s = parse_spec(spec(tmp_path, embedding={"kind": "perceptual", "dtype": "float16"}, dedup={}))
+    pipe = build_pipeline(s, "r1").index_pass()
+    rows = PrefixSource(s.source).listing()
+    for stage in pipe.stages:
+        rows = stage.udf(**stage.args)(rows)
+    schema = record_schema(pipe.validate(WRITER_NEEDS), pipe.column_types())
+    out = conform(rows, schema)
+    assert out.schema.field(C.IMAGE_EMBEDDING).type == pa.list_(pa.float16(), 63)
+    by = {r[C.SOURCE].rsplit("/", 1)[1]: r for r in out.to_pylist()}
+    assert by["a.png"][C.CONTENT_HASH] == by["b.png"][C.CONTENT_HASH]
+    assert by["a.png"][C.IMAGE_EMBEDDING] == by["b.png"][C.IMAGE_EMBEDDING]
+    assert by["c.jpg"][C.STATUS] == "not_an_image" and by["c.jpg"][C.IMAGE_EMBEDDING] is None
+    assert pc.sum(pc.list_value_length(out.column(C.IMAGE_EMBEDDING))).as_py() == 2 * 63
+    pq.write_table(out, tmp_path / "shard.parquet")
+    back = pq.read_table(tmp_path / "shard.parquet")
+    assert back.schema.field(C.IMAGE_EMBEDDING).type == pa.list_(pa.float16(), 63), "Parquet keeps the fixed size"
+    assert back.column(C.IMAGE_EMBEDDING).to_pylist() == out.column(C.IMAGE_EMBEDDING).to_pylist()
