@@ -93,7 +93,7 @@ def exportable(run_root: str, storage: StorageConfig | None = None, image_root: 
             summary.skipped["image not under the image root" if image_root else "no image path"] += 1
             continue
         row["image_rel"] = rel
-        row["conversations"] = conversations(row[C.INSTRUCTION] or default_prompt, row[C.CAPTION], row[C.QA])
+        row["conversations"] = conversations(row[C.INSTRUCTION] or default_prompt, row[C.CAPTION], row.get(C.QA))
         summary.qa_pairs_out += (len(row["conversations"]) - 2) // 2
         out.append(row)
     summary.rows_out = len(out)
