@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, BenchParams, loadavg, write_result
 
-NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v")
+NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v", "curation")
 
 
 def main(argv: list[str] | None = None) -> int:

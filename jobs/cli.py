@@ -14,19 +14,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    from operators.embed.tiny import BUILDERS
     from operators.vlm.registry import get_family
 
-    try:
-        family = get_family(args.family)
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
+    build, name = BUILDERS.get(args.family), args.family
+    if build is None:
+        try:
+            family = get_family(args.family)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]} (embedding models: {', '.join(sorted(BUILDERS))})", file=sys.stderr)
+            return 2
+        build, name = family.make_tiny, family.name
     directory = Path(args.directory).expanduser()
     if (directory / "config.json").exists() and not args.force:
         print(f"{directory} already holds a model (use --force to rebuild)")
         return 0
-    family.make_tiny(directory)
-    print(f"tiny {family.name} model written to {directory}")
+    build(directory)
+    print(f"tiny {name} model written to {directory}")
     return 0
 
 
@@ -34,7 +38,7 @@ def _cmd_demo_corpus(args: argparse.Namespace) -> int:
     from jobs.demo_corpus import write_demo_corpus
     from schemas.spec import StorageConfig
 
-    n = write_demo_corpus(args.dest, StorageConfig(endpoint_url=args.endpoint_url))
+    n = write_demo_corpus(args.dest, StorageConfig(endpoint_url=args.endpoint_url), planted=args.planted_duplicates)
     print(f"wrote {n} demo objects under {args.dest}")
     return 0
 
@@ -87,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_run)
 
     p = sub.add_parser("make-tiny-model", help="build a deterministic tiny random-weight model of a family")
-    p.add_argument("family", help="model family (see 'vlmbatch families')")
+    p.add_argument("family", help="model family (see 'vlmbatch families') or embedding model (clip, internvl-c)")
     p.add_argument("directory", help="output directory")
     p.add_argument("--force", action="store_true", help="rebuild even if the directory holds a model")
     p.set_defaults(fn=_cmd_make_tiny_model)
@@ -95,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-corpus", help="write the demo image corpus to a local or s3:// prefix")
     p.add_argument("dest", help="destination prefix")
     p.add_argument("--endpoint-url", help="S3 endpoint (credentials come from the environment)")
+    p.add_argument("--planted-duplicates", action="store_true",
+                   help="the photographs with exact and near duplicates planted, and unrelated images (curation)")
     p.set_defaults(fn=_cmd_demo_corpus)
 
     p = sub.add_parser("spec-reference", help="print every job spec field with its description")

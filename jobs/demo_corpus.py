@@ -62,13 +62,82 @@ def demo_files() -> dict[str, bytes]:
     return files
 
 
-def write_demo_corpus(dest: str, storage: StorageConfig | None = None) -> int:
-    """Write the demo corpus under ``dest``; returns the number of objects written."""
+def write_demo_corpus(dest: str, storage: StorageConfig | None = None, planted: bool = False) -> int:
+    """Write the demo corpus under ``dest`` (``planted``: its photographs with duplicates, see planted_duplicates)."""
     fs, root = filesystem(dest, storage)
-    files = demo_files()
+    files = planted_duplicates()[0] if planted else demo_files()
     for name, data in files.items():
         path = posixpath.join(root, name)
         parent = path.rsplit("/", 1)[0]
         fs.makedirs(parent, exist_ok=True)
         fs.pipe_file(path, data)
     return len(files)
+
+
+
+#: How each planted near-duplicate is made from its original (``planted_duplicates``).
+VARIANTS = ("copy", "resized", "reencoded", "cropped")
+#: A near-duplicate the photographs bring themselves: a stereo pair, seen from two points a hand apart.
+STEREO_PAIR = ("photos/motorcycle_right.png", "photos/motorcycle_left.png")
+
+
+def _variant(data: bytes, how: str) -> bytes:
+    from PIL import Image
+
+    if how == "copy":
+        return data
+    im = Image.open(io.BytesIO(data))
+    im.seek(0)
+    im = im.convert("RGB")
+    w, h = im.size
+    if how == "resized":
+        im = im.resize((max(16, w * 3 // 5), max(16, h * 3 // 5)), Image.Resampling.LANCZOS)
+    elif how == "cropped":
+        dx, dy = max(1, w * 3 // 100), max(1, h * 3 // 100)
+        im = im.crop((dx, dy, w - dx, h - dy))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=70 if how == "reencoded" else 90)
+    return buf.getvalue()
+
+
+def distinct_images(n: int, seed: int = 0) -> dict[str, bytes]:
+    """``n`` unrelated pictures (smooth random colour fields with a random shape), deterministic."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in range(n):
+        w, h = int(rng.integers(160, 400)), int(rng.integers(120, 300))
+        field = rng.random((4, 4, 3)) * 255
+        im = Image.fromarray(field.astype(np.uint8), "RGB").resize((w, h), Image.Resampling.BICUBIC)
+        x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        ImageDraw.Draw(im).ellipse((x0, y0, x0 + w // 3, y0 + h // 3), fill=colour)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        out[f"distinct/field-{k:02d}.png"] = buf.getvalue()
+    return out
+
+
+def planted_duplicates(distinct: int = 12) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Photographs with duplicates planted, and unrelated images: ``(name -> bytes, duplicate -> original)``.
+
+    Every photograph of the demo corpus gets, in turn, one of :data:`VARIANTS`: a byte-for-byte copy
+    (an exact duplicate), a 60 % resize, a JPEG re-encode at quality 70, or a 3 % crop of each side
+    (near duplicates), named ``dups/<variant>/<original>``; :data:`STEREO_PAIR` is a near duplicate
+    the photographs bring themselves. ``distinct`` unrelated images (:func:`distinct_images`) and the
+    planted text file complete it. (The demo's generated images are left out: they are one template
+    drawn eight times, near duplicates of each other by design.)
+    """
+    files = {n: d for n, d in demo_files().items() if n.startswith(("photos/", "bad/"))}
+    truth: dict[str, str] = {STEREO_PAIR[0]: STEREO_PAIR[1]} if STEREO_PAIR[0] in files else {}
+    originals = sorted(n for n in files if n.startswith("photos/"))
+    for k, name in enumerate(originals):
+        how = VARIANTS[k % len(VARIANTS)]
+        base = name.split("/", 1)[1]
+        dup = f"dups/{how}/{base if how == 'copy' else base.rsplit('.', 1)[0] + '.jpg'}"
+        files[dup] = _variant(files[name], how)
+        truth[dup] = name
+    files.update(distinct_images(distinct))
+    return files, truth

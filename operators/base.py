@@ -79,6 +79,8 @@ class Stage:
         pool: a fixed actor pool; None runs stateless CPU tasks.
         keeps_rows: one row out per row in, in order (lets Ray Data skip row-count bookkeeping).
         zero_copy: the UDF only reads its input batch (no copy of Arrow buffers before the call).
+        types: committed Arrow types of produced columns that are more specific than the catalogue's
+            (an embedding's fixed size and float type, known from the model only).
     """
 
     name: str
@@ -92,6 +94,7 @@ class Stage:
     pool: ActorPool | None = None
     keeps_rows: bool = True
     zero_copy: bool = False
+    types: Mapping[str, Any] = field(default_factory=dict)
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """``ds`` with this stage appended (lazily): the one ``map_batches`` call of the project."""

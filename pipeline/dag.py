@@ -12,13 +12,17 @@ runs). Validation walks the chain with the columns each stage sees; a stage that
 nobody produced fails with the stage, the column, the nearest known name and the columns that
 exist, and a stage that produces a column with no type in the catalogue fails naming it.
 ``then`` returns a new pipeline, so partial pipelines can be reused.
+
+A :class:`Barrier` in the chain (at most one: dedup, :mod:`pipeline.curate`) splits a run in two
+passes: the stages before it run to the end and are committed as the index pass, the barrier
+decides, then the whole chain runs again with the barrier's mark stage right after the source.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from operators.base import PipelineError, SourceOperator, Stage
 from schemas import columns as C
@@ -26,15 +30,33 @@ from schemas import columns as C
 if TYPE_CHECKING:
     import ray.data
 
-__all__ = ["Pipeline", "PipelineError"]
+__all__ = ["Barrier", "Pipeline", "PipelineError"]
+
+
+class Barrier:
+    """A step that needs every row of the stages before it first (a global decision, e.g. dedup).
+
+    Attributes:
+        name: shown in logs and validation errors.
+        needs: columns the stages before it must produce.
+        produces: columns its mark stage sets in the second pass.
+    """
+
+    name: str = "barrier"
+    needs: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
+    types: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Barrier({self.name!r})"
 
 
 @dataclass(frozen=True)
 class Pipeline:
-    """An immutable chain: one source, then stages in order."""
+    """An immutable chain: one source, then stages in order (and at most one :class:`Barrier`)."""
 
     source: SourceOperator
-    stages: tuple[Stage, ...] = ()
+    stages: tuple[Stage | Barrier, ...] = ()
 
     @classmethod
     def read(cls, source: SourceOperator) -> Pipeline:
@@ -43,11 +65,30 @@ class Pipeline:
             raise PipelineError(f"a pipeline starts at a SourceOperator, got {type(source).__name__}")
         return cls(source)
 
-    def then(self, stage: Stage) -> Pipeline:
+    def then(self, stage: Stage | Barrier) -> Pipeline:
         """A new pipeline with ``stage`` appended."""
-        if not isinstance(stage, Stage):
-            raise PipelineError(f"then() takes a Stage, got {type(stage).__name__}")
-        return Pipeline(self.source, (*self.stages, stage))
+        if not isinstance(stage, Stage | Barrier):
+            raise PipelineError(f"then() takes a Stage or a Barrier, got {type(stage).__name__}")
+        if isinstance(stage, Barrier) and self.barrier is not None:
+            raise PipelineError(f"a pipeline holds one barrier; {self.barrier.name!r} is already in it")
+        return replace(self, stages=(*self.stages, stage))
+
+    @property
+    def barrier(self) -> Barrier | None:
+        """The pipeline's barrier, if any."""
+        return next((s for s in self.stages if isinstance(s, Barrier)), None)
+
+    def index_pass(self) -> Pipeline:
+        """The stages before the barrier: the first pass of a two-pass run."""
+        cut = next(i for i, s in enumerate(self.stages) if isinstance(s, Barrier))
+        return Pipeline(self.source, self.stages[:cut])
+
+    def column_types(self) -> dict[str, Any]:
+        """Committed types of columns more specific than the catalogue's (from the stages' ``types``)."""
+        out: dict[str, Any] = {}
+        for stage in self.stages:
+            out.update(stage.types)
+        return out
 
     def validate(self, final_needs: tuple[str, ...] = ()) -> tuple[str, ...]:
         """Check the source's settings and every stage's column contract, in order.
@@ -68,6 +109,11 @@ class Pipeline:
         available = list(self.source.produces())
         for stage in self.stages:
             missing = [c for c in stage.needs if c not in available]
+            if isinstance(stage, Barrier):
+                if missing:
+                    raise PipelineError(self._missing_message(stage.name, missing, available))
+                available += [c for c in stage.produces if c not in available]
+                continue
             if missing:
                 raise PipelineError(self._missing_message(stage.name, missing, available))
             untyped = [c for c in stage.produces if c not in C.TYPES]
@@ -91,25 +137,33 @@ class Pipeline:
         return (f"stage {step!r} requires column {', '.join(parts)} which no earlier step produces; "
                 f"available: {', '.join(sorted(available))}")
 
-    def dataset(self, skip: Stage | None = None) -> ray.data.Dataset:
+    def dataset(self, skip: Stage | None = None, mark: Stage | None = None) -> ray.data.Dataset:
         """The lazy Ray dataset of this chain (nothing runs); call :meth:`validate` first.
 
         Args:
             skip: a stage that drops rows already done (resume, schedules), applied as early as
                 the rows' final id is known: right after the source when it assigns ids at
                 listing, else right after the first stage that produces ``id``.
+            mark: the barrier's mark stage (second pass of a two-pass run), applied where ``skip`` is.
         """
         ds = self.source.read()
-        pending = skip
-        if pending is not None and self.source.ids_at_listing:
-            ds, pending = pending.apply(ds), None
+        early = [s for s in (skip, mark) if s is not None]
+
+        def flush(ds):
+            for stage in early:
+                ds = stage.apply(ds)
+            early.clear()
+            return ds
+
+        if self.source.ids_at_listing:
+            ds = flush(ds)
         for stage in self.stages:
+            if isinstance(stage, Barrier):
+                continue
             ds = stage.apply(ds)
-            if pending is not None and C.ID in stage.produces:
-                ds, pending = pending.apply(ds), None
-        if pending is not None:
-            ds = pending.apply(ds)
-        return ds
+            if early and C.ID in stage.produces:
+                ds = flush(ds)
+        return flush(ds)
 
     def describe(self) -> str:
         """One line per step, for logs."""

@@ -2,9 +2,13 @@
 
     source (prefix | LLaVA JSON/JSONL | Parquet | WebDataset)
       -> fetch (skipped per row for embedded bytes) -> decode (once, at the largest size any model uses)
+      [-> content-hash]        curation: dedup.exact, between fetch and decode
+      [-> embed]               curation: an embedding section (image vectors, on their own actor pool)
+      [-> dedup barrier]       curation: a dedup section; the stages above run first as the index pass
       -> prepare               when a family lays images out on the CPU (4KHD tiling)
       -> draw-prompt           when caption.prompts is a prompt set
       -> caption pool -> postcheck
+      [-> align]               curation: an alignment section (caption vs image embedding)
       -> qa pool               when there is a qa section (the caption pool then keeps the pixels)
 
 A caption run is a dataset build with fewer stages: what the run commits follows from the
@@ -18,10 +22,13 @@ import datetime as dt
 import secrets
 from collections.abc import Callable
 
+from operators.align import align_stage
 from operators.base import PipelineError, SourceOperator
 from operators.caption import caption_stage
+from operators.content_hash import content_hash_stage
 from operators.decode import decode_stage
 from operators.draw import draw_prompt_stage
+from operators.embed.stage import embed_stage
 from operators.fetch import fetch_stage
 from operators.postcheck import postcheck_stage
 from operators.prepare import prepare_stage
@@ -33,6 +40,7 @@ from operators.sources.webdataset import WebDatasetSource
 from operators.vlm.engine import Engine
 from operators.vlm.factory import EngineFactory
 from operators.vlm.registry import get_family
+from pipeline.curate import DedupBarrier
 from pipeline.dag import Pipeline
 from pipeline.provenance import provenance_for, qa_provenance
 from schemas.spec import JobSpec, ModelConfig, SamplingConfig
@@ -77,9 +85,16 @@ def build_pipeline(spec: JobSpec, run_id: str, engines: Engines = EngineFactory)
         raise PipelineError(f"model.family: {exc.args[0]}") from None
     r = spec.resources
     # Decoded once, at the size the hungriest of the models can use.
-    pipe = (Pipeline.read(source_for(spec))
-            .then(fetch_stage(spec.source, spec.decode, batch_size=r.cpu_batch_size))
-            .then(decode_stage(spec.decode, max_side=max(f.max_side for f in families), batch_size=r.cpu_batch_size)))
+    pipe = Pipeline.read(source_for(spec)).then(fetch_stage(spec.source, spec.decode, batch_size=r.cpu_batch_size))
+    if spec.dedup is not None and spec.dedup.exact:  # curation: hashed before decode drops the bytes
+        pipe = pipe.then(content_hash_stage(batch_size=r.cpu_batch_size))
+    pipe = pipe.then(decode_stage(spec.decode, max_side=max(f.max_side for f in families),
+                                  batch_size=r.cpu_batch_size))
+    # Curation before captioning (pipeline/curate.py): vectors, then the dedup barrier of a two-pass run.
+    if spec.embedding is not None:
+        pipe = pipe.then(embed_stage(spec.embedding))
+    if spec.dedup is not None:
+        pipe = pipe.then(DedupBarrier(spec))
     if any(f.cpu_prepare is not None for f in families):
         # The prepared layout (e.g. 4KHD tiling) is the one model's; every pool sees the same pixels.
         if len({f.name for f in families}) > 1:
@@ -91,6 +106,8 @@ def build_pipeline(spec: JobSpec, run_id: str, engines: Engines = EngineFactory)
     pipe = (pipe.then(caption_stage(spec.model, spec.sampling, spec.caption, r, provenance_for(spec, run_id),
                                     keep_pixels=qa is not None, engines=engines))
             .then(postcheck_stage(spec.postcheck)))
+    if spec.alignment is not None:  # curation after captioning
+        pipe = pipe.then(align_stage(spec.embedding, spec.alignment))
     if qa is not None:
         pipe = pipe.then(qa_stage(qa.model or spec.model, qa.sampling or spec.sampling, qa, spec.postcheck,
                                   qa.resources or r, qa_provenance(spec, run_id), engines=engines))

@@ -137,7 +137,7 @@ class Run:
             operators.sources.prefix.SourceError: the source cannot be listed.
         """
         spec, storage = self.spec, self.spec.sink.storage
-        schema = record_schema(self.pipeline.validate(WRITER_NEEDS))
+        schema = record_schema(self.pipeline.validate(WRITER_NEEDS), self.pipeline.column_types())
         committed = read_manifest(self.run_root, storage)
         if committed is not None:
             log.info("run %s is already committed at %s; nothing to do", self.run_id, self.run_root)
@@ -149,6 +149,8 @@ class Run:
             return None
         init_ray(spec.run)
         configure_data_context(spec.run, spec.resources)
+        # A barrier (dedup) runs its first pass and decides before this run's rows stream (pipeline/curate.py).
+        mark = self.pipeline.barrier.prepare(self) if self.pipeline.barrier is not None else None
         log.info("run %s: %s -> %s", self.run_id, self.pipeline.describe(), self.run_root)
         started = time.monotonic()
         ledger = scan_staging(self.run_root, storage)
@@ -158,7 +160,7 @@ class Run:
         shards = None
         if rows_in is None or resumed < rows_in:
             done = self.skip_ids + ledger.ids
-            ds = self.pipeline.dataset(skip_done_stage(done) if done else None)
+            ds = self.pipeline.dataset(skip_done_stage(done) if done else None, mark)
             shards = writer_stage(self.run_root, spec.sink, schema).apply(ds)
             for meta in shards.iter_rows():
                 if meta["path"] in ledger.files:

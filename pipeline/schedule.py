@@ -46,6 +46,12 @@ def dataset_version(spec: JobSpec) -> tuple[str, dict]:
         "qa": spec.qa.model_dump(mode="json") if getattr(spec, "qa", None) else None,
         "schema": SCHEMA_VERSION,
     }
+    # Curation (issue 17) changes which rows are captioned and what they hold; absent, a version's hash is as before.
+    for key, skip in (("embedding", {"num_actors", "gpus_per_actor", "cpus_per_actor", "batch_size"}),
+                      ("dedup", set()), ("alignment", set())):
+        section = getattr(spec, key, None)
+        if section is not None:
+            covered[key] = section.model_dump(mode="json", exclude=skip)
     return "v-" + hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()[:12], covered
 
 

@@ -53,6 +53,16 @@ QA_QUESTION = "question"
 QA_ANSWER = "answer"
 QA_ORIGIN = "origin"
 
+# Curation: content hash (exact duplicates), embeddings (fixed-size lists; the size and float type
+# come from the embedding model and spec, see :func:`embedding_type`), the evidence of a duplicate
+# and the caption-image similarity.
+CONTENT_HASH = "content_hash"
+IMAGE_EMBEDDING = "image_embedding"
+CAPTION_EMBEDDING = "caption_embedding"
+DUPLICATE_OF = "duplicate_of"
+DUPLICATE_SIMILARITY = "duplicate_similarity"
+ALIGNMENT_SCORE = "alignment_score"
+
 # Provenance.
 MODEL_ID = "model_id"
 MODEL_REVISION = "model_revision"
@@ -100,6 +110,13 @@ TYPES: dict[str, pa.DataType] = {
     QA: pa.list_(QA_PAIR),
     QA_MODEL_ID: pa.string(),
     QA_ENGINE: pa.string(),
+    # Curation (a stage's ``types`` gives an embedding its fixed size, see embedding_type).
+    CONTENT_HASH: pa.string(),
+    DUPLICATE_OF: pa.string(),
+    DUPLICATE_SIMILARITY: pa.float32(),
+    ALIGNMENT_SCORE: pa.float32(),
+    IMAGE_EMBEDDING: pa.list_(pa.float32()),
+    CAPTION_EMBEDDING: pa.list_(pa.float32()),
     CODE_VERSION: pa.string(),
     RUN_ID: pa.string(),
     # Transient.
@@ -113,6 +130,11 @@ TRANSIENT = frozenset({IMAGE_BYTES, PIXELS, QUESTIONS})
 
 #: Columns every committed row has a value in (non-nullable in the record schema).
 REQUIRED = frozenset({ID, SOURCE, STATUS})
+
+
+def embedding_type(dim: int, dtype: str = "float16") -> pa.DataType:
+    """The committed type of an embedding column: ``dim`` values of ``dtype`` (float16 or float32), L2-normalised."""
+    return pa.list_(pa.float16() if dtype == "float16" else pa.float32(), dim)
 
 
 def types_of(*names: str) -> dict[str, pa.DataType]:

@@ -11,7 +11,7 @@ good rows has strings; both must land with the same types).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
 
@@ -32,8 +32,11 @@ def record_kind(columns: Iterable[str]) -> str:
     return "dataset" if DATASET_COLUMNS & set(columns) else "caption"
 
 
-def record_schema(columns: Iterable[str]) -> pa.Schema:
+def record_schema(columns: Iterable[str], types: Mapping[str, pa.DataType] | None = None) -> pa.Schema:
     """The committed schema of rows that carry ``columns``.
+
+    Args:
+        types: committed types more specific than the catalogue's (a fixed-size embedding), by column.
 
     Raises:
         UnknownColumn: naming a column the catalogue has no type for.
@@ -43,7 +46,8 @@ def record_schema(columns: Iterable[str]) -> pa.Schema:
     if unknown:
         raise UnknownColumn(f"column {', '.join(map(repr, unknown))} has no type in schemas/columns.py TYPES; "
                             "declare it there so it reaches the committed Parquet")
-    fields = [pa.field(name, type_, nullable=name not in C.REQUIRED)
+    types = types or {}
+    fields = [pa.field(name, types.get(name, type_), nullable=name not in C.REQUIRED)
               for name, type_ in C.TYPES.items() if name in have and name not in C.TRANSIENT]
     kind = record_kind(have)
     return pa.schema(fields, metadata={b"vlmbatch.schema_version": SCHEMA_VERSION.encode(),

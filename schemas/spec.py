@@ -266,6 +266,71 @@ class ScheduleConfig(_Strict):
     )
 
 
+# --- Curation (issue 17): embeddings, near-duplicates, image-text alignment -------------------------------------
+
+
+class EmbeddingConfig(_Strict):
+    """The embedding model of the curation stages (dedup before captioning, alignment after), on its own actor pool."""
+
+    kind: Literal["clip", "internvl-c", "perceptual"] = Field(
+        "clip",
+        description="clip: a CLIP checkpoint through transformers' CLIPModel (the light default); internvl-c: an "
+        "InternVL-14B-224px style checkpoint (InternViT-6B + QLLaMA, the published remote-code layout) through "
+        "vlmbatch's own PyTorch implementation, no remote code; perceptual: a DCT perceptual hash as a vector (no "
+        "weights, images only; near-duplicates by resize, re-encode, slight crop, not meaning).",
+    )
+    model_id: str | None = Field(
+        None, description="Local directory or hub id of the checkpoint (clip, internvl-c); None for perceptual."
+    )
+    revision: str | None = Field(None, description="Pinned revision (commit) of the checkpoint.")
+    dtype: Literal["float16", "float32"] = Field(
+        "float16", description="Float type of the committed embedding columns (fixed-size lists, L2-normalised)."
+    )
+    compute_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Model weights' dtype while embedding; auto: float16 on a GPU, float32 on the CPU."
+    )
+    num_actors: int = Field(1, ge=1, description="Actors in the embedding pool, one model each.")
+    gpus_per_actor: float = Field(0, ge=0, description="GPUs per embedding actor (0 on CPU-only machines).")
+    cpus_per_actor: float = Field(
+        1, ge=0, description="CPUs reserved per embedding actor, held for the whole run: on a small CPU-only "
+        "machine leave room for the decode tasks beside the caption actor (0 is allowed)."
+    )
+    batch_size: int = Field(32, ge=1, description="Images (or texts) per forward pass.")
+
+    @model_validator(mode="after")
+    def _needs_checkpoint(self) -> EmbeddingConfig:
+        if self.kind != "perceptual" and not self.model_id:
+            raise ValueError(f"embedding.kind {self.kind!r} needs embedding.model_id")
+        return self
+
+
+class DedupConfig(_Strict):
+    """Duplicates removed before captioning: a first pass hashes and embeds every image, decides, then captions."""
+
+    exact: bool = Field(True, description="Identical bytes (SHA-256 of the object) are duplicates; needs no model.")
+    near: bool = Field(
+        True, description="Images whose embeddings' cosine similarity reaches dedup.threshold are duplicates "
+        "(needs an embedding section)."
+    )
+    threshold: float = Field(
+        0.95, gt=0, le=1, description="Cosine similarity at or above which an image duplicates an earlier one."
+    )
+    cluster_size: int = Field(
+        20_000, ge=16, description="Rows per partition of the near-duplicate index: the index is clustered "
+        "(k-means) and searched one partition at a time, exactly (a row is also searched in every other "
+        "partition its threshold ball reaches), so memory is that of one partition, not of the corpus."
+    )
+
+
+class AlignmentConfig(_Strict):
+    """Caption-image agreement after captioning: the cosine of caption and image embeddings (a column either way)."""
+
+    threshold: float = Field(
+        0.2, ge=-1, le=1, description="Below this score an ok row becomes low_alignment (caption kept, not a "
+        "training example); the score is committed for every captioned row, so any threshold can be applied later."
+    )
+
+
 class JobSpec(_Strict):
     """A captioning job: source -> decode -> caption -> sink."""
 
@@ -289,6 +354,20 @@ class JobSpec(_Strict):
     schedule: ScheduleConfig | None = Field(
         None, description="Run as one increment of a schedule: only images no committed run of it has processed."
     )
+    embedding: EmbeddingConfig | None = Field(
+        None,
+        description="Embedding model of dedup and alignment; present, every decoded image's embedding is committed.",
+    )
+    dedup: DedupConfig | None = Field(
+        None,
+        description="Remove duplicates before captioning (two passes: hash and embed everything, decide, caption "
+        "the rest); a duplicate is status duplicate with duplicate_of and duplicate_similarity. Schedules also "
+        "compare with every earlier increment of the dataset version."
+    )
+    alignment: AlignmentConfig | None = Field(
+        None, description="Score each caption against its image after captioning (needs an embedding section that "
+        "embeds text: clip or internvl-c)."
+    )
 
     @field_validator("source", "sink", mode="before")
     @classmethod
@@ -301,6 +380,15 @@ class JobSpec(_Strict):
                     "use the environment, a profile or the instance identity"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _curation_needs_embedding(self) -> JobSpec:
+        kind = self.embedding.kind if self.embedding else None
+        if self.dedup is not None and self.dedup.near and kind is None:
+            raise ValueError("dedup.near needs an embedding section (or set dedup.near: false for exact only)")
+        if self.alignment is not None and kind in (None, "perceptual"):
+            raise ValueError("alignment needs an embedding section whose kind embeds text (clip or internvl-c)")
+        return self
 
     def digest(self) -> str:
         """Stable hash of the spec minus run options (same work, same hash)."""

@@ -27,6 +27,12 @@ class Status(str, Enum):
     # A manifest entry that names no usable image (missing field, path escaping the image root,
     # duplicate id): reported, never read.
     INVALID_ENTRY = "invalid_entry"
+    # Curation (operators/embed/, pipeline/dedup/): the row keeps its evidence columns
+    # (duplicate_of and duplicate_similarity; alignment_score) and is not a training example.
+    DUPLICATE = "duplicate"
+    LOW_ALIGNMENT = "low_alignment"
+    # The embedding model could not embed the row's image (its pixels, not the batch, were at fault).
+    EMBEDDING_ERROR = "embedding_error"
 
     def __str__(self) -> str:
         return self.value
