@@ -293,3 +293,29 @@ def test_prepare_stage_lays_out_ok_rows_and_passes_failures():
     # The spec's hd_num wins over the checkpoint's (the 4KHD card's examples use 55).
     assert PrepareBatch(hd_preparer("internlm/internlm-xcomposer2-4khd-7b", 55))(table).to_pylist()[0][C.TILE_GRID] \
         == [4, 13]
+
+
+def test_vl_1_8b_shape_has_the_published_dimensions_vocabulary_and_lora_rank(tmp_path):
+    """bench/shapes.py's VL-1.8B: InternLM2-1.8B under the VL vision side, every weight at its published shape."""
+    import torch
+
+    from bench.shapes import SHAPES
+    from operators.vlm.xcomposer2.config import InternLMXComposer2Config
+    from operators.vlm.xcomposer2.reference import XComposer2Reference
+
+    directory = SHAPES["xcomposer2-vl-1_8b"](tmp_path / "shape")
+    raw = json.loads((directory / "config.json").read_text())
+    published = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
+                     num_key_value_heads=8, vocab_size=92544, lora_r=256, lora_alpha=256)
+    assert {k: raw[k] for k in published} == published
+    config = InternLMXComposer2Config(**raw)
+    with torch.device("meta"):  # shapes only, no memory
+        model = XComposer2Reference(config, "vl")
+    shapes = {k: tuple(v.shape) for k, v in model.published_state_dict().items()}
+    assert shapes["model.tok_embeddings.weight"] == shapes["output.weight"] == (92544, 2048)
+    assert shapes["model.layers.23.attention.wqkv.weight"] == ((16 + 2 * 8) * 128, 2048)
+    assert shapes["model.layers.0.attention.wqkv.Plora_A.weight"] == (256, 2048)
+    assert shapes["model.layers.0.feed_forward.w2.Plora_B.weight"] == (2048, 256)
+    assert shapes["vision_proj.0.weight"] == (2048, 1024) and shapes["vision_proj.2.weight"] == (2048, 2048)
+    assert shapes["vit.vision_tower.vision_model.embeddings.position_embedding.weight"] == (35 * 35 + 1, 1024)
+    assert "model.layers.24.attention.wqkv.weight" not in shapes
