@@ -8,6 +8,7 @@ the next batch's prefill alongside the decode of the others.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import uuid
@@ -109,7 +110,7 @@ class VLLMEngine:
         self._engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(**engine_args(model, family)),
                                                             usage_context=UsageContext.LLM_CLASS)
         self._params = sampling_params(sampling, family)
-        self._family = family
+        self._family, self._model = family, model
         self._sampling = sampling.resolved(family.sampling_defaults)
         self._tokenizer = None
         self._warm_up()
@@ -134,10 +135,17 @@ class VLLMEngine:
             log.warning("engine front-end warm-up failed: %s", error_text(exc))
 
     def tokenizer(self):
-        """The engine's tokenizer (the checkpoint's, as vLLM loaded it)."""
+        """The engine's tokenizer (the checkpoint's, as vLLM loaded it); the checkpoint's own where this
+        vLLM version offers it only asynchronously."""
         if self._tokenizer is None:
-            self._tokenizer = self._engine.get_tokenizer() if hasattr(self._engine, "get_tokenizer") \
-                else self._engine.tokenizer
+            tok = getattr(self._engine, "tokenizer", None)  # 0.29: a property; some versions: a coroutine method
+            if tok is None or inspect.isawaitable(tok) or callable(getattr(tok, "__await__", None)):
+                from transformers import AutoTokenizer
+
+                m = self._model
+                tok = AutoTokenizer.from_pretrained(m.model_id, revision=m.revision,
+                                                    trust_remote_code=m.trust_remote_code)
+            self._tokenizer = tok
         return self._tokenizer
 
     def request_prompt(self, request: GenerationRequest) -> dict:

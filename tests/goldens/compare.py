@@ -66,12 +66,20 @@ def image_runs(ids: list[int], image_id: int) -> list[int]:
     return runs
 
 
+def _first_difference(got: list[int], want: list[int]) -> int | None:
+    if got == want:
+        return None
+    return next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+
+
 def compare_with_goldens(llm, tok, golden: dict, prompts: list[tuple[str, dict, list[int]]],
                          image_id: int) -> dict[str, dict]:
     """Run the golden cases through ``llm`` greedily; per case: tokens equal, greedy equal, max |d logprob|.
 
     Log-probs compared: the golden's top entries at every generated step, and the prompt token at every
-    text position after the first (image positions hold embeddings, not tokens).
+    text position after the first (image positions hold embeddings, not tokens). Image-token counts:
+    the runs of image tokens on both sides (adjacent images make one run; the golden's per-image
+    counts are in the expected ids, which ``tokens_equal`` compares).
     """
     from vllm import SamplingParams
 
@@ -80,17 +88,16 @@ def compare_with_goldens(llm, tok, golden: dict, prompts: list[tuple[str, dict, 
     outs = llm.generate([p for _, p, _ in prompts], params)
     report = {}
     for (name, _, expected), out in zip(prompts, outs, strict=True):
-        case = golden["cases"][name]
+        case, got = golden["cases"][name], list(out.prompt_token_ids)
         worst = 0.0
         for pos, want in enumerate(case["prompt_logprobs"], start=1):
-            if want is not None:
-                got = out.prompt_logprobs[pos][out.prompt_token_ids[pos]].logprob
-                worst = max(worst, abs(got - want))
+            if want is not None and pos < len(got):
+                worst = max(worst, abs(out.prompt_logprobs[pos][got[pos]].logprob - want))
         for step, top in zip(out.outputs[0].logprobs, case["step_logprobs"], strict=False):
             for token, want in top.items():
                 worst = max(worst, abs(step[int(token)].logprob - want))
-        report[name] = {"tokens_equal": list(out.prompt_token_ids) == expected,
-                        "image_tokens_equal": image_runs(list(out.prompt_token_ids), image_id) == case["image_tokens"],
+        report[name] = {"tokens_equal": got == expected, "first_difference": _first_difference(got, expected),
+                        "image_tokens_equal": image_runs(got, image_id) == image_runs(expected, image_id),
                         "image_tokens": case["image_tokens"],
                         "greedy_equal": list(out.outputs[0].token_ids) == case["greedy"],
                         "max_dlogprob": worst, "prompt_tokens": len(expected)}
@@ -111,6 +118,6 @@ def assert_matches(report: dict[str, dict], label: str, tol: float) -> None:
     for name, r in report.items():
         print(f"\n{label} golden {name}: {r}")
     for name, r in report.items():
-        assert r["tokens_equal"] and r["image_tokens_equal"], f"{name}: prompt tokens differ from the public chat()"
+        assert r["tokens_equal"] and r["image_tokens_equal"], f"{name}: prompt tokens differ from chat(): {r}"
         assert r["greedy_equal"], f"{name}: greedy tokens differ from the public code"
         assert r["max_dlogprob"] < tol, f"{name}: log-probs differ by {r['max_dlogprob']:.2e}"

@@ -25,6 +25,8 @@ from tests.goldens.public import RecordingTokenizer, load_package, module, stub
 
 PACKAGE = "internvl_public"
 SHIMS = [
+    "InternVLChatConfig.from_pretrained(..., has_no_defaults_at_init=True): transformers 5 default-constructs "
+    "configs to print them, which the public class refuses (vLLM passes the same)",
     "timm / peft / decord / cv2 / imageio stubbed when not installed (imported by the public code, unused here)",
     "greedy decoding: a loop over the language model's forward on the inputs_embeds chat() built",
 ]
@@ -33,6 +35,8 @@ SHIMS = [
 def _stubs() -> None:
     import importlib.util
 
+    import transformers  # noqa: F401 - its optional-package probes run before any stub exists
+    import transformers.modeling_utils  # noqa: F401
     from torch import nn
 
     class DropPath(nn.Module):
@@ -72,7 +76,8 @@ def build(public: Path, model_dir: Path):
     from transformers import AutoTokenizer
 
     modeling, configuration, conversation, dataset = _modules(public)
-    config = configuration.InternVLChatConfig.from_pretrained(str(model_dir))
+    # transformers 5 default-constructs a config to print it, which this class cannot do (vLLM passes the same).
+    config = configuration.InternVLChatConfig.from_pretrained(str(model_dir), has_no_defaults_at_init=True)
     model = modeling.InternVLChatModel(config, use_flash_attn=False).float().eval()
     missing, unexpected = model.load_state_dict(load_file(str(model_dir / "model.safetensors")), strict=False)
     missing = [m for m in missing if not m.endswith(("position_ids", "inv_freq"))]

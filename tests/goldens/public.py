@@ -41,10 +41,20 @@ def alias(fake: str, real: types.ModuleType) -> None:
 
 
 def stub(fake: str, **attrs) -> types.ModuleType:
-    """A module ``fake`` holding ``attrs`` (for imports the public code makes but never uses here)."""
+    """A module ``fake`` holding ``attrs`` (for imports the public code makes but never uses here).
+
+    Import transformers first: its optional-package probes (``is_timm_available``) must see the real
+    environment, not the stub.
+    """
+    import importlib.machinery
+
     mod = types.ModuleType(fake)
     mod.__dict__.update(attrs)
+    mod.__spec__ = importlib.machinery.ModuleSpec(fake, None)
     alias(fake, mod)
+    for i in range(1, len(fake.split("."))):
+        parent = sys.modules[".".join(fake.split(".")[:i])]
+        parent.__spec__ = getattr(parent, "__spec__", None) or importlib.machinery.ModuleSpec(parent.__name__, None)
     return mod
 
 

@@ -48,6 +48,7 @@ SHIMS = [
     "4KHD: wqkv PLoRA rebuilt at rank 8 / alpha 16 when the folder's modeling_internlm2.py builds 256",
     "greedy decoding: a loop over the public forward (no KV cache) instead of generate()",
     "config.max_length set from config.json (transformers 5 no longer keeps generation fields on configs)",
+    "4KHD without the 4KHD class: config.img_size set for the VL class's Resize, which the 4KHD path never uses",
 ]
 
 
@@ -111,6 +112,8 @@ def build(public: Path, model_dir: Path, variant: str):
         str(model_dir))
     if not hasattr(config, "max_length"):  # transformers 5 moved generation fields off the config
         config.max_length = raw.get("max_length", 4096)
+    if not hasattr(config, "img_size"):  # the VL class builds a Resize from it; the 4KHD path never calls it
+        config.img_size = vision["image_size"]
     model = modeling.InternLMXComposer2ForCausalLM(config).float().eval()
     weights = load_file(str(model_dir / "model.safetensors"))
     if variant == "4khd":
@@ -179,7 +182,7 @@ def run_case(model, tokenizer, modeling, variant: str, case: Case, public: Path,
             images = torch.cat(per_image)
             inputs, mask = model.interleav_wrap_chat(rec, query, images, [], meta)
             embeds = inputs["inputs_embeds"]
-        layout = _layout(rec.calls, mask[0].tolist())
+        layout = _layout(rec.calls, mask[0].tolist(), [e.shape[1] for e in per_image] if case.images else [])
         greedy, steps, prompt_lp = [], [], None
         x, m = embeds, mask
         for step in range(MAX_NEW_TOKENS):
@@ -194,35 +197,33 @@ def run_case(model, tokenizer, modeling, variant: str, case: Case, public: Path,
             x = torch.cat([x, model.model.tok_embeddings(torch.tensor([[nxt]]))], dim=1)
             m = torch.cat([m, torch.zeros(1, 1, dtype=torch.bool)], dim=1)
     record = {"instruction": case.instruction, "images": list(case.images), "system": case.system,
-              "hd_num": case.hd_num, "prompt": layout, "image_tokens": [n for kind, n in _runs(layout) if kind],
+              "hd_num": case.hd_num, "prompt": layout,
+              "image_tokens": [item["image"] for item in layout if isinstance(item, dict)],
               "greedy": greedy, "step_logprobs": steps, "prompt_logprobs": prompt_lp}
     if sizes:
         record["hd_sizes"] = sizes
     return record
 
 
-def _layout(calls: list[list[int]], mask: list[bool]) -> list:
-    """The prompt as text token ids with each image as ``{"image": n}`` (n embeddings), in model order."""
+def _layout(calls: list[list[int]], mask: list[bool], counts: list[int]) -> list:
+    """The prompt as text token ids with each image as ``{"image": n}`` (its n embeddings), in model order.
+
+    ``calls``: the text parts' token ids as tokenised; ``counts``: each image's embedding count, which
+    splits a run of adjacent images.
+    """
     out: list = []
-    parts = iter(calls)
+    parts, images = iter(calls), iter(counts)
     i = 0
     while i < len(mask):
         if mask[i]:
-            j = i
-            while j < len(mask) and mask[j]:
-                j += 1
-            out.append({"image": j - i})
-            i = j
+            n = next(images)
+            out.append({"image": n})
+            i += n
         else:
             part = next(parts)
             out.extend(part)
             i += len(part)
     return out
-
-
-def _runs(layout: list):
-    for item in layout:
-        yield (True, item["image"]) if isinstance(item, dict) else (False, 1)
 
 
 def _prompt_logprobs(layout: list, logp) -> list:

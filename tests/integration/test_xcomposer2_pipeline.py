@@ -6,7 +6,7 @@ decodable image must come back ``ok`` with a caption; the non-image file keeps i
 4KHD gains the CPU ``prepare`` stage (the HD transform) between decode and the engine actors; it
 captions an 1800x1200 photo and a 336x336 image, which must be laid out as the public
 ``HD_transform`` lays them out (the sizes and image-token counts in the goldens, which the public
-code produced): 4x6 and 5x5 tiles at hd_num 25, recorded on the row.
+code produced): 4x6 and 5x5 tiles at hd_num 25, recorded on the row; with the card's 3 beams.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def test_4khd_job_lays_images_out_as_the_public_transform(s3_server, tiny_models
                                AutoTokenizer.from_pretrained(str(tiny_models[family])))
     spec = demo_spec(s3_server, bucket, family, str(tiny_models[family]))
     spec["model"]["engine"]["max_model_len"] = 8192  # 3817 image tokens at hd_num 25
+    spec["sampling"]["num_beams"] = 3  # the 4KHD card's example: beam search on vLLM's one-token steps
     _run(write_spec(tmp_path / "spec.yaml", spec), s3_server, "hd-1")
     committed = read_committed(f"s3://{bucket}/captions/hd-1", storage).to_pylist()
     rows = {r[C.SOURCE].rsplit("/", 1)[1]: r for r in committed}
