@@ -48,7 +48,7 @@ def _predecoded(p: BenchParams) -> list:
     from schemas.spec import DecodeConfig
 
     config = DecodeConfig()
-    max_side = min(get_family(p.family).max_side, config.max_side)
+    max_side = get_family(p.family).max_side  # the pipeline's decode cap when the spec sets none
     images = []
     for path in corpus_files(make_corpus(p.num_images, p.image_side)):
         d = decode_image(path.read_bytes(), config, max_side)

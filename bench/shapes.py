@@ -25,6 +25,9 @@ Shapes (from the public checkpoints' config files):
   InternLM-7B (32 layers, width 4096, 32 heads, FFN 11008, q/k/v/o biases, vocabulary 103168). The
   ``internlm_lora`` block (unverified: see the issue-16 note) changes nothing under dummy weights, where LoRA
   is merged or absent alike.
+- ``xcomposer2-vl-1_8b``: InternLM-XComposer2-VL-1.8B, the same vision side on InternLM2-1.8B (24
+  layers, width 2048, 16 heads, 8 KV heads, FFN 8192, vocabulary 92544), Partial LoRA rank 256 /
+  alpha 256 like every non-4KHD XComposer2 (lmdeploy's XComposer2 reader: ``lora_r=256``, scale 1).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ from pathlib import Path
 
 INTERNLM2_7B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                     num_key_value_heads=8, max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-5)
+# InternLM2-1.8B (internlm/internlm2-1_8b), the language model of XComposer2-VL-1.8B.
+INTERNLM2_1_8B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
+                      num_key_value_heads=8, max_position_embeddings=32768, rope_theta=1_000_000.0,
+                      rms_norm_eps=1e-5)
 INTERNVIT_300M = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                       image_size=[448, 448], patch_size=[14, 14], norm_type="layer_norm", use_qk_norm=False,
                       layer_scale_init_value=0.1, hidden_act="gelu", layer_norm_eps=1e-6, attention_bias=True)
@@ -115,15 +122,16 @@ def make_internvl2_8b(directory: Path) -> Path:
     return directory
 
 
-def make_xcomposer2_7b(directory: Path, variant: str = "vl") -> Path:
-    """InternLM-XComposer2-{VL,4KHD}-7B's dimensions (the config class's defaults), tiny tokenizer padded."""
+def make_xcomposer2_7b(directory: Path, variant: str = "vl", dims: dict | None = None) -> Path:
+    """InternLM-XComposer2-{VL,4KHD}-7B's dimensions (the config class's defaults), tiny tokenizer padded;
+    ``dims``: other language-model dimensions (VL-1.8B: :data:`INTERNLM2_1_8B`)."""
     from operators.vlm.tiny.xcomposer2 import make_tiny_xcomposer2
     from operators.vlm.xcomposer2.config import InternLMXComposer2Config
 
     make_tiny_xcomposer2(directory, variant)
     vocab = _weightless(directory, 92544)
     config = InternLMXComposer2Config(vocab_size=vocab, xcomposer_variant=variant,
-                                      hd_num=9 if variant == "4khd" else None)
+                                      hd_num=9 if variant == "4khd" else None, **(dims or {}))
     config.architectures = ["InternLMXComposer2ForCausalLM"]
     config.dtype = "bfloat16"
     config.save_pretrained(str(directory))
@@ -151,6 +159,7 @@ SHAPES = {
     "xcomposer2-vl-7b": lambda d: make_xcomposer2_7b(d, "vl"),
     "xcomposer2-4khd-7b": lambda d: make_xcomposer2_7b(d, "4khd"),
     "share-captioner-7b": make_share_captioner_7b,
+    "xcomposer2-vl-1_8b": lambda d: make_xcomposer2_7b(d, "vl", INTERNLM2_1_8B),
 }
 
 

@@ -14,9 +14,9 @@ import pyarrow as pa
 from operators.base import ActorPool, PipelineError, Resources, Stage
 from operators.metrics import RunMetrics
 from operators.rows import error_text, set_columns
-from operators.vlm.engine import Engine, EngineActor, GenerationRequest
+from operators.vlm.engine import Engine, EngineActor, GenerationRequest, layout_kwargs
 from operators.vlm.factory import EngineFactory
-from operators.vlm.registry import get_family
+from operators.vlm.registry import ModelFamily, family_for, get_family
 from schemas import columns as C
 from schemas.provenance import Provenance
 from schemas.spec import CaptionConfig, ModelConfig, ResourcesConfig, SamplingConfig
@@ -25,6 +25,7 @@ from schemas.status import Status
 PRODUCES = (C.PROMPT, C.CAPTION, C.NUM_PROMPT_TOKENS, C.NUM_GENERATED_TOKENS, C.FINISH_REASON, C.STATUS, C.ERROR,
             C.MODEL_ID, C.MODEL_REVISION, C.ENGINE, C.SAMPLING_HASH, C.CODE_VERSION, C.RUN_ID)
 IMAGE_NEEDS = (C.ID, C.PIXELS, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR)
+MAX_BEAMS = 10  # vLLM's default max_logprobs (20) / 2 candidates per beam
 
 
 class CaptionActor(EngineActor):
@@ -32,15 +33,15 @@ class CaptionActor(EngineActor):
 
     Args:
         engine: builds this actor's engine (called once, in the actor's process).
-        family: registry name of the model family (prompt format).
+        family: the model family (prompt format), or its registry name.
         caption: the caption task (instruction, system prompt).
         provenance: stamped on every row (the engine's name is added from the engine).
         keep_pixels: leave the pixels in the rows, for a later model stage (QA).
     """
 
-    def __init__(self, engine: Callable[[], Engine], family: str, caption: CaptionConfig, provenance: Provenance,
-                 keep_pixels: bool = False):
-        self.family = get_family(family)
+    def __init__(self, engine: Callable[[], Engine], family: str | ModelFamily, caption: CaptionConfig,
+                 provenance: Provenance, keep_pixels: bool = False):
+        self.family = family if isinstance(family, ModelFamily) else get_family(family)
         self.system_prompt = caption.system_prompt
         self.prompt = self.family.build_prompt(caption.prompt, caption.system_prompt)
         self.provenance = provenance
@@ -62,6 +63,7 @@ class CaptionActor(EngineActor):
             pixels = table.column(C.PIXELS)
             widths = table.column(C.WIDTH).to_pylist()
             heights = table.column(C.HEIGHT).to_pylist()
+            layouts = layout_kwargs(table)
             requests, ready = [], []
             for i in todo:
                 # A row whose pixels do not make an image fails alone, never its batch.
@@ -70,7 +72,7 @@ class CaptionActor(EngineActor):
                 except Exception as exc:  # noqa: BLE001
                     statuses[i], errors[i] = Status.GENERATION_ERROR.value, error_text(exc)
                     continue
-                requests.append(GenerationRequest(ids[i], prompts[i], (image,)))
+                requests.append(GenerationRequest(ids[i], prompts[i], (image,), layouts[i]))
                 ready.append(i)
             self.metrics.submitted(len(requests))
             try:
@@ -98,19 +100,29 @@ class CaptionActor(EngineActor):
 
 
 def engine_stage(name: str, actor: type, args: dict, model: ModelConfig, resources: ResourcesConfig, *,
-                 needs: tuple[str, ...], produces: tuple[str, ...], drops: tuple[str, ...]) -> Stage:
+                 needs: tuple[str, ...], produces: tuple[str, ...], drops: tuple[str, ...],
+                 sampling: SamplingConfig | None = None) -> Stage:
     """A model stage: a fixed pool of ``actor`` (one engine each), rows kept in order.
 
     Each actor works on ``resources.in_flight(max_num_seqs)`` batches at once (its async
     ``__call__``), and Ray Data may queue as many again, so the engine never waits on the CPU.
 
     Raises:
-        PipelineError: ``model.family`` is not registered (naming the known families).
+        PipelineError: ``model.family`` is not registered (naming the known families), the family cannot
+            serve the checkpoint (and why), or ``sampling`` asks for beams the engine cannot search.
     """
-    try:
-        get_family(model.family)
-    except KeyError as exc:
-        raise PipelineError(f"{name}: {exc.args[0]}") from None
+    family = checked_family(model, name)
+    if model.engine.kind == "transformers" and not family.transformers_reference:
+        raise PipelineError(f"{name}: model family {family.name} has no transformers reference (its modeling code "
+                            "is the checkpoints' remote code); use engine.kind vllm")
+    if sampling is not None and (sampling.num_beams or 1) > 1:
+        if model.engine.kind != "vllm":
+            raise PipelineError(f"{name}: sampling.num_beams={sampling.num_beams} needs engine.kind vllm (beam "
+                                "search runs on vLLM's one-token steps; the transformers reference decodes greedily "
+                                "or samples)")
+        if sampling.num_beams > MAX_BEAMS:
+            raise PipelineError(f"{name}: sampling.num_beams={sampling.num_beams} is over {MAX_BEAMS}: vLLM returns "
+                                "at most 20 log-probabilities a step and beam search asks for 2 x num_beams")
     r = resources
     in_flight = r.in_flight(model.engine.max_num_seqs)
     gpus = r.gpus_per_engine * model.engine.tensor_parallel_size
@@ -132,7 +144,22 @@ def caption_stage(model: ModelConfig, sampling: SamplingConfig, caption: Caption
     """
     return engine_stage(
         "caption", CaptionActor,
-        dict(engine=engines(model, sampling), family=model.family, caption=caption, provenance=provenance,
-             keep_pixels=keep_pixels),
+        dict(engine=engines(model, sampling), family=checked_family(model, "caption"), caption=caption,
+             provenance=provenance, keep_pixels=keep_pixels),
         model, resources, needs=IMAGE_NEEDS, produces=PRODUCES, drops=() if keep_pixels else (C.PIXELS,),
+        sampling=sampling,
     )
+
+
+def checked_family(model: ModelConfig, where: str = "model.family") -> ModelFamily:
+    """The checkpoint's family; a family that cannot serve it fails here, before any actor starts.
+
+    Raises:
+        PipelineError: prefixed with ``where`` (the stage or spec field).
+    """
+    try:
+        return family_for(model)
+    except KeyError as exc:
+        raise PipelineError(f"{where}: {exc.args[0]}") from None
+    except ValueError as exc:
+        raise PipelineError(f"{where}: model {model.model_id}: {exc}") from None

@@ -118,13 +118,19 @@ class DecodeBatch:
                         failure_status=Status.DECODE_ERROR, drop=(C.IMAGE_BYTES,))
 
 
+#: The cap when neither the spec nor a model family names one (decoding without a model in view).
+DEFAULT_MAX_SIDE = 1024
+
+
 def decode_stage(config: DecodeConfig, max_side: int | None = None, batch_size: int = 32) -> Stage:
     """Turn ``image_bytes`` into normalised RGB ``pixels`` on CPU tasks; drops the encoded bytes.
 
-    ``max_side``: the longest side the model family can use; the spec's ``decode.max_side`` caps it.
+    ``max_side``: the longest side the model family uses. The spec's ``decode.max_side``, when set,
+    is the cap instead (the pipeline builder refuses one below the family's need).
     """
+    cap = config.max_side or max_side or DEFAULT_MAX_SIDE
     return Stage(
-        "decode", DecodeBatch, dict(config=config, max_side=min(max_side or config.max_side, config.max_side)),
+        "decode", DecodeBatch, dict(config=config, max_side=cap),
         needs=(C.IMAGE_BYTES, C.STATUS, C.ERROR), produces=PRODUCES, drops=(C.IMAGE_BYTES,),
         resources=Resources(num_cpus=1), batch_size=batch_size,
     )

@@ -2,7 +2,9 @@
 
 Some families lay images out before the vision tower (InternLM-XComposer2-4KHD: ``hd_num``
 tiling, resize and padding). Doing it here keeps that work on CPU workers and off the
-accelerator actors; the engine then finds the image already in its final layout.
+accelerator actors. The stage records the layout it made on the row (``tile_grid``: rows and
+columns of tiles), and that column is what tells the engine the image is already laid out: an
+image is never taken as prepared because of its size.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from operators.rows import map_rows
 from schemas import columns as C
 from schemas.status import Status
 
-PRODUCES = (C.PIXELS, C.WIDTH, C.HEIGHT)
+PRODUCES = (C.PIXELS, C.WIDTH, C.HEIGHT, C.TILE_GRID)
 
 
 class PrepareBatch:
-    """Per-batch function (picklable): RGB pixels in, prepared RGB pixels out."""
+    """Per-batch function (picklable): RGB pixels in, prepared RGB pixels and their tile grid out.
+
+    Args:
+        prepare: ``PIL image -> (PIL image, (rows, cols) or None)`` (``ModelFamily.cpu_prepare``).
+    """
 
     def __init__(self, prepare: Callable):
         self.prepare = prepare
@@ -29,8 +35,10 @@ class PrepareBatch:
         from PIL import Image
 
         image = Image.frombuffer("RGB", (row[C.WIDTH], row[C.HEIGHT]), row[C.PIXELS], "raw", "RGB", 0, 1)
-        out = self.prepare(image).convert("RGB")
-        return {C.PIXELS: out.tobytes(), C.WIDTH: out.size[0], C.HEIGHT: out.size[1]}
+        out, grid = self.prepare(image)
+        out = out.convert("RGB")
+        return {C.PIXELS: out.tobytes(), C.WIDTH: out.size[0], C.HEIGHT: out.size[1],
+                C.TILE_GRID: list(grid) if grid is not None else None}
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return map_rows(table, self._row, PRODUCES, failure_status=Status.DECODE_ERROR)

@@ -16,13 +16,13 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from operators.base import PipelineError, Stage
-from operators.caption import IMAGE_NEEDS, engine_stage
+from operators.caption import IMAGE_NEEDS, checked_family, engine_stage
 from operators.draw import draw
 from operators.postcheck import check_generation
 from operators.rows import set_columns
-from operators.vlm.engine import Engine, EngineActor, GenerationRequest
+from operators.vlm.engine import Engine, EngineActor, GenerationRequest, layout_kwargs
 from operators.vlm.factory import EngineFactory
-from operators.vlm.registry import get_family
+from operators.vlm.registry import ModelFamily, get_family
 from schemas import columns as C
 from schemas.provenance import Provenance
 from schemas.spec import ModelConfig, PostCheckConfig, QAConfig, ResourcesConfig, SamplingConfig
@@ -53,15 +53,16 @@ class QAActor(EngineActor):
 
     Args:
         engine: builds this actor's engine (called once, in the actor's process).
-        family: registry name of the QA model's family (prompt format).
+        family: the QA model's family (prompt format), or its registry name.
         qa: where questions come from and how many.
         postcheck: the checks every question and answer passes.
         provenance: the QA model's (its id is stamped on every row).
     """
 
-    def __init__(self, engine: Callable[[], Engine], family: str, qa: QAConfig, postcheck: PostCheckConfig,
+    def __init__(self, engine: Callable[[], Engine], family: str | ModelFamily, qa: QAConfig,
+                 postcheck: PostCheckConfig,
                  provenance: Provenance):
-        self.family = get_family(family)
+        self.family = family if isinstance(family, ModelFamily) else get_family(family)
         self.qa = qa
         self.postcheck = postcheck
         self.provenance = provenance
@@ -91,6 +92,7 @@ class QAActor(EngineActor):
             pixels = table.column(C.PIXELS)
             widths, heights = table.column(C.WIDTH).to_pylist(), table.column(C.HEIGHT).to_pylist()
             images = {i: self.request_image(pixels[i].as_buffer(), widths[i], heights[i]) for i in todo}
+        layouts = layout_kwargs(table)
         questions: dict[int, list[tuple[str, str]]] = {}
         generate = []
         for i in todo:
@@ -103,7 +105,8 @@ class QAActor(EngineActor):
         if generate:
             k = self.qa.questions_per_image
             reqs = [GenerationRequest(f"{ids[i]}-ask", self.family.build_prompt(
-                self.qa.generate_prompt.format(caption=(captions[i] or "")[:_CAPTION_CHARS], n=k)), (images[i],))
+                self.qa.generate_prompt.format(caption=(captions[i] or "")[:_CAPTION_CHARS], n=k)), (images[i],),
+                layouts[i])
                 for i in generate]
             for i, res in zip(generate, await self.generate(reqs), strict=True):
                 failed = ((res.status, res.error) if res.status != Status.OK
@@ -116,7 +119,7 @@ class QAActor(EngineActor):
                 questions[i] = [(q, "generate") for q in parsed]
         pairs = [(i, q, origin) for i in todo for q, origin in questions.get(i, [])]
         if pairs:
-            reqs = [GenerationRequest(f"{ids[i]}-qa{j}", self.family.build_prompt(q), (images[i],))
+            reqs = [GenerationRequest(f"{ids[i]}-qa{j}", self.family.build_prompt(q), (images[i],), layouts[i])
                     for j, (i, q, _) in enumerate(pairs)]
             for (i, q, origin), res in zip(pairs, await self.generate(reqs), strict=True):
                 failed = ((res.status, res.error) if res.status != Status.OK
@@ -149,6 +152,7 @@ def qa_stage(model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postche
         needs.append(C.QUESTIONS)
     return engine_stage(
         "qa", QAActor,
-        dict(engine=engines(model, sampling), family=model.family, qa=qa, postcheck=postcheck, provenance=provenance),
-        model, resources, needs=tuple(needs), produces=PRODUCES, drops=(C.PIXELS,),
+        dict(engine=engines(model, sampling), family=checked_family(model, "qa"), qa=qa, postcheck=postcheck,
+             provenance=provenance),
+        model, resources, needs=tuple(needs), produces=PRODUCES, drops=(C.PIXELS,), sampling=sampling,
     )

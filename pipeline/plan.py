@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from operators.align import align_stage
 from operators.base import PipelineError, SourceOperator
-from operators.caption import caption_stage
+from operators.caption import caption_stage, checked_family
 from operators.content_hash import content_hash_stage
 from operators.decode import decode_stage
 from operators.draw import draw_prompt_stage
@@ -39,7 +39,6 @@ from operators.sources.prefix import PrefixSource
 from operators.sources.webdataset import WebDatasetSource
 from operators.vlm.engine import Engine
 from operators.vlm.factory import EngineFactory
-from operators.vlm.registry import get_family
 from pipeline.curate import DedupBarrier
 from pipeline.dag import Pipeline
 from pipeline.provenance import provenance_for, qa_provenance
@@ -79,17 +78,19 @@ def build_pipeline(spec: JobSpec, run_id: str, engines: Engines = EngineFactory)
     """
     qa = spec.qa
     models = [spec.model] + ([qa.model] if qa is not None and qa.model is not None else [])
-    try:
-        families = [get_family(m.family) for m in models]
-    except KeyError as exc:
-        raise PipelineError(f"model.family: {exc.args[0]}") from None
+    families = [checked_family(m) for m in models]
     r = spec.resources
-    # Decoded once, at the size the hungriest of the models can use.
+    # Decoded once, at the size the hungriest of the models uses; a user's cap may not go below it.
+    need = max(f.side_for(m) for f, m in zip(families, models, strict=True))
+    if spec.decode.max_side is not None and spec.decode.max_side < need:
+        hungriest = max(zip(families, models, strict=True), key=lambda fm: fm[0].side_for(fm[1]))[0].name
+        raise PipelineError(f"decode.max_side={spec.decode.max_side} is below the {need} px that model family "
+                            f"{hungriest} uses: its images would reach the model at lower resolution than its card's "
+                            f"code gives it; raise decode.max_side to {need} or more, or leave it unset")
     pipe = Pipeline.read(source_for(spec)).then(fetch_stage(spec.source, spec.decode, batch_size=r.cpu_batch_size))
     if spec.dedup is not None and spec.dedup.exact:  # curation: hashed before decode drops the bytes
         pipe = pipe.then(content_hash_stage(batch_size=r.cpu_batch_size))
-    pipe = pipe.then(decode_stage(spec.decode, max_side=max(f.max_side for f in families),
-                                  batch_size=r.cpu_batch_size))
+    pipe = pipe.then(decode_stage(spec.decode, max_side=need, batch_size=r.cpu_batch_size))
     # Curation before captioning (pipeline/curate.py): vectors, then the dedup barrier of a two-pass run.
     if spec.embedding is not None:
         pipe = pipe.then(embed_stage(spec.embedding))
@@ -97,18 +98,22 @@ def build_pipeline(spec: JobSpec, run_id: str, engines: Engines = EngineFactory)
         pipe = pipe.then(DedupBarrier(spec))
     if any(f.cpu_prepare is not None for f in families):
         # The prepared layout (e.g. 4KHD tiling) is the one model's; every pool sees the same pixels.
-        if len({f.name for f in families}) > 1:
+        if len({f.name for f in families}) > 1 or len({m.hd_num for m in models}) > 1:
             raise PipelineError("qa.model: a family with a CPU prepare stage (e.g. xcomposer2-4khd) cannot share "
-                                "one decode with another family; use the same family for caption and QA")
-        pipe = pipe.then(prepare_stage(families[0].cpu_prepare(spec.model.model_id), batch_size=r.cpu_batch_size))
+                                "one decode with another family or other settings; use the same model for caption "
+                                "and QA")
+        pipe = pipe.then(prepare_stage(families[0].cpu_prepare(spec.model), batch_size=r.cpu_batch_size))
     if spec.caption.prompts:
         pipe = pipe.then(draw_prompt_stage(spec.caption.prompts))
-    pipe = (pipe.then(caption_stage(spec.model, spec.sampling, spec.caption, r, provenance_for(spec, run_id),
+    # Unset sampling fields take the family's card settings; what runs is what is hashed.
+    sampling = spec.sampling.resolved(families[0].sampling_defaults)
+    pipe = (pipe.then(caption_stage(spec.model, sampling, spec.caption, r, provenance_for(spec, run_id, sampling),
                                     keep_pixels=qa is not None, engines=engines))
             .then(postcheck_stage(spec.postcheck)))
     if spec.alignment is not None:  # curation after captioning
         pipe = pipe.then(align_stage(spec.embedding, spec.alignment))
     if qa is not None:
-        pipe = pipe.then(qa_stage(qa.model or spec.model, qa.sampling or spec.sampling, qa, spec.postcheck,
-                                  qa.resources or r, qa_provenance(spec, run_id), engines=engines))
+        qa_sampling = (qa.sampling or spec.sampling).resolved(families[-1].sampling_defaults)
+        pipe = pipe.then(qa_stage(qa.model or spec.model, qa_sampling, qa, spec.postcheck,
+                                  qa.resources or r, qa_provenance(spec, run_id, qa_sampling), engines=engines))
     return pipe

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 from schemas.provenance import Provenance
-from schemas.spec import JobSpec
+from schemas.spec import JobSpec, SamplingConfig
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,21 +28,21 @@ def code_version() -> str:
     return f"vlmbatch {version}" + (f"+g{sha}" if sha else "")
 
 
-def provenance_for(spec: JobSpec, run_id: str) -> Provenance:
-    """Provenance of a run of ``spec``."""
+def provenance_for(spec: JobSpec, run_id: str, sampling: SamplingConfig | None = None) -> Provenance:
+    """Provenance of a run of ``spec``; ``sampling``: the settings as run (the spec's, family defaults filled)."""
     return Provenance(
         model_id=spec.model.model_id,
         model_revision=spec.model.revision,
-        sampling_hash=spec.sampling.digest(),
+        sampling_hash=(sampling or spec.sampling).digest(),
         code_version=code_version(),
         run_id=run_id,
     )
 
 
-def qa_provenance(spec: JobSpec, run_id: str) -> Provenance:
-    """Provenance of the QA stage (its own model and sampling)."""
+def qa_provenance(spec: JobSpec, run_id: str, sampling: SamplingConfig | None = None) -> Provenance:
+    """Provenance of the QA stage (its own model and sampling, as run when ``sampling`` is given)."""
     assert spec.qa is not None
     model = spec.qa.model or spec.model
-    sampling = spec.qa.sampling or spec.sampling
+    sampling = sampling or spec.qa.sampling or spec.sampling
     return Provenance(model_id=model.model_id, model_revision=model.revision, sampling_hash=sampling.digest(),
                       code_version=code_version(), run_id=run_id)

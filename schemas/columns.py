@@ -33,6 +33,11 @@ ORIG_HEIGHT = "orig_height"
 ORIG_FORMAT = "orig_format"
 NUM_FRAMES = "num_frames"
 
+# Image layout made on the CPU stage (issue 13): [rows, columns] of the tiles a family's CPU
+# preparation cut the image into (4KHD), null where the family lays nothing out. Its presence is
+# what tells the engine the image is already laid out.
+TILE_GRID = "tile_grid"
+
 # Generation.
 PROMPT = "prompt"
 CAPTION = "caption"
@@ -97,6 +102,7 @@ TYPES: dict[str, pa.DataType] = {
     ORIG_HEIGHT: pa.int32(),
     ORIG_FORMAT: pa.string(),
     NUM_FRAMES: pa.int32(),
+    TILE_GRID: pa.list_(pa.int32()),
     PROMPT: pa.string(),
     INSTRUCTION: pa.string(),
     CAPTION: pa.string(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -75,8 +76,11 @@ class SourceConfig(_Strict):
 class DecodeConfig(_Strict):
     """Decode and normalisation of fetched bytes."""
 
-    max_side: int = Field(
-        1024, ge=16, description="Longest side after normalisation; larger images are reduced (aspect kept)."
+    max_side: int | None = Field(
+        None, ge=16, json_schema_extra={"default_doc": "the model family's need"},
+        description="Cap on the longest side after normalisation; larger images are reduced (aspect kept). None "
+        "decodes at what the model family uses (e.g. 980 px for XComposer2-VL, hd_num x 336 for 4KHD); a cap "
+        "below that is a validation error, since the model would see less than its card's code gives it.",
     )
     max_source_pixels: int = Field(
         200_000_000,
@@ -112,6 +116,10 @@ class ModelConfig(_Strict):
     revision: str | None = Field(None, description="Pinned revision (commit) of the checkpoint.")
     trust_remote_code: bool = Field(False, description="Allow the checkpoint's own code; requires a pinned revision.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine settings.")
+    hd_num: int | None = Field(
+        None, ge=1, description="InternLM-XComposer2-4KHD: most 336-px tiles per image (the card's examples use "
+        "55); None uses the checkpoint config's, else the remote code's default, 25. Other families reject it.",
+    )
 
     @model_validator(mode="after")
     def _remote_code_needs_revision(self) -> ModelConfig:
@@ -127,7 +135,16 @@ class SamplingConfig(_Strict):
     min_tokens: int = Field(0, ge=0, description="Fewest tokens generated before a stop may end a generation.")
     temperature: float = Field(0.0, ge=0, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    repetition_penalty: float = Field(1.0, gt=0, description="Penalty on repeated tokens (1 is none).")
+    repetition_penalty: float | None = Field(
+        None, gt=0, json_schema_extra={"default_doc": "the family's"},
+        description="Penalty on repeated tokens (1 is none); None uses the model card's (XComposer2 chat(): "
+        "1.005), else 1.",
+    )
+    num_beams: int | None = Field(
+        None, ge=1, json_schema_extra={"default_doc": "1"},
+        description="Beam search width (the 4KHD card's example uses 3); 1 or None decodes greedily or samples. "
+        "Beams need temperature 0 and the vLLM engine.",
+    )
     seed: int | None = Field(0, description="Per-request seed, so sampled output is reproducible.")
     ignore_eos: bool = Field(False, description="Keep generating past EOS (benchmarks use fixed lengths).")
 
@@ -135,6 +152,22 @@ class SamplingConfig(_Strict):
         """Short stable hash of these settings."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def resolved(self, defaults: Mapping[str, object] = ()) -> SamplingConfig:
+        """These settings with every unset (None) field filled: ``defaults`` (a family's card settings)
+        first, then the neutral values (no repetition penalty, one beam)."""
+        fill = {**_NEUTRAL_SAMPLING, **dict(defaults)}
+        return self.model_copy(update={k: v for k, v in fill.items() if getattr(self, k) is None})
+
+    @model_validator(mode="after")
+    def _beams_are_greedy(self) -> SamplingConfig:
+        if (self.num_beams or 1) > 1 and self.temperature > 0:
+            raise ValueError(f"sampling.num_beams={self.num_beams} needs temperature 0 (beam search does not sample)")
+        return self
+
+
+#: What an unset sampling field means when the family has no card setting for it.
+_NEUTRAL_SAMPLING = {"repetition_penalty": 1.0, "num_beams": 1}
 
 
 class CaptionConfig(_Strict):

@@ -1,15 +1,21 @@
-"""XComposer2 parity cases and the comparison of a vLLM engine with the plain PyTorch reference.
+"""XComposer2 parity cases: a vLLM engine against the plain PyTorch reference and against the goldens.
 
 Shared by the CPU parity test (tests/integration/test_xcomposer2_parity.py) and the GPU tier
-(tests/gpu/): the same cases, compared the same way, on either device.
+(tests/gpu/): the same cases, compared the same way, on either device. The reference comparison
+checks the plugin's model math; the golden comparison (``tests/data/goldens/``, numbers the public
+remote code produced, ``tests/goldens/make_goldens.py``; :mod:`tests.goldens.compare`) checks what a
+user of the cards gets: prompt tokens, image-token counts, greedy tokens, log-probabilities.
 """
 
 from __future__ import annotations
 
+from operators.vlm.families.xcomposer2 import card_prompt_ids
 from operators.vlm.registry import get_family
 
 MAX_TOKENS = 6
 TOP = 20
+#: 4KHD tiles per image in the reference comparison (the goldens carry their own hd_num per case).
+PARITY_HD_NUM = 4
 
 
 def _images():
@@ -55,7 +61,7 @@ def compare_with_reference(llm, ref, tok, variant: str) -> tuple[float, int, int
     cases = _cases(variant)
     prompts = []
     for _, text, images in cases:
-        p: dict = {"prompt": text}
+        p: dict = {"prompt_token_ids": card_prompt_ids(text, tok)}
         if images:
             p["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
         prompts.append(p)
@@ -65,7 +71,7 @@ def compare_with_reference(llm, ref, tok, variant: str) -> tuple[float, int, int
 
     worst, compared, agree, total = 0.0, 0, 0, 0
     for (name, text, images), out in zip(cases, outs, strict=True):
-        ids = tok(text)["input_ids"]
+        ids = card_prompt_ids(text, tok)
         expanded, greedy, _ = ref.greedy(ids, images, image_id, MAX_TOKENS)
         assert list(out.prompt_token_ids) == expanded, f"{name}: placeholder expansion differs"
         got = list(out.outputs[0].token_ids)
@@ -86,3 +92,4 @@ def compare_with_reference(llm, ref, tok, variant: str) -> tuple[float, int, int
                 worst = max(worst, abs(lp.logprob - float(ref_lp[n - 1 + j, token].float())))
                 compared += 1
     return worst, compared, agree, total
+

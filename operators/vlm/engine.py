@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,11 +20,27 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GenerationRequest:
     """One prompt with its images: PIL images, or H x W x 3 uint8 RGB arrays for an engine
-    whose ``takes_arrays`` is true (see :func:`request_image`)."""
+    whose ``takes_arrays`` is true (see :func:`request_image`).
+
+    ``processor_kwargs``: per-request settings for the engine's multimodal processor; today
+    ``{"hd_grids": [[rows, cols], ...]}``, one per image, for images the CPU stage already laid out
+    (4KHD; see :func:`layout_kwargs`). None: raw images, engine-wide settings.
+    """
 
     request_id: str
     prompt: str
     images: tuple[Image.Image | np.ndarray, ...]
+    processor_kwargs: Mapping[str, object] | None = None
+
+
+def layout_kwargs(table) -> list[dict | None]:
+    """Per row of ``table``, the ``processor_kwargs`` marking its image as laid out by the CPU stage
+    (from the ``tile_grid`` column), or None for a raw image / a table without the column."""
+    from schemas import columns as C
+
+    if C.TILE_GRID not in table.column_names:
+        return [None] * table.num_rows
+    return [{"hd_grids": [list(g)]} if g is not None else None for g in table.column(C.TILE_GRID).to_pylist()]
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ class EngineFactory:
     sampling: SamplingConfig
 
     def __call__(self) -> Engine:
-        from operators.vlm.registry import get_family
+        from operators.vlm.registry import family_for
 
-        family = get_family(self.model.family)
+        family = family_for(self.model)
         if self.model.engine.kind == "vllm":
             from operators.vlm.vllm_engine import VLLMEngine
 

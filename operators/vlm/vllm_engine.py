@@ -8,6 +8,7 @@ the next batch's prefill alongside the decode of the others.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import uuid
@@ -57,6 +58,8 @@ def engine_args(model: ModelConfig, family: ModelFamily) -> dict:
         # line) cost CPU in the engine core and the front end on every step and nothing here reads
         # them (run metrics are operators/metrics.py's). ``vllm.LLM`` turns them off by default too.
         disable_log_stats=True,
+        # Family-wide processor settings (4KHD: hd_num); requests may add their own (tile grids).
+        mm_processor_kwargs=family.processor_kwargs(model) if family.processor_kwargs is not None else None,
     )
     if _on_cpu():
         args["enforce_eager"] = True
@@ -73,6 +76,7 @@ def sampling_params(sampling: SamplingConfig, family: ModelFamily):
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
+    sampling = sampling.resolved(family.sampling_defaults)
     return SamplingParams(
         max_tokens=sampling.max_tokens,
         min_tokens=sampling.min_tokens,
@@ -108,6 +112,9 @@ class VLLMEngine:
         self._engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(**engine_args(model, family)),
                                                             usage_context=UsageContext.LLM_CLASS)
         self._params = sampling_params(sampling, family)
+        self._family, self._model = family, model
+        self._sampling = sampling.resolved(family.sampling_defaults)
+        self._tokenizer = None
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -129,21 +136,51 @@ class VLLMEngine:
         except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first request time
             log.warning("engine front-end warm-up failed: %s", error_text(exc))
 
-    async def _one(self, request: GenerationRequest) -> GenerationResult:
-        prompt: dict = {"prompt": request.prompt}
+    def tokenizer(self):
+        """The engine's tokenizer (the checkpoint's, as vLLM loaded it); the checkpoint's own where this
+        vLLM version offers it only asynchronously."""
+        if self._tokenizer is None:
+            tok = getattr(self._engine, "tokenizer", None)  # 0.29: a property; some versions: a coroutine method
+            if tok is None or inspect.isawaitable(tok) or callable(getattr(tok, "__await__", None)):
+                from transformers import AutoTokenizer
+
+                m = self._model
+                tok = AutoTokenizer.from_pretrained(m.model_id, revision=m.revision,
+                                                    trust_remote_code=m.trust_remote_code)
+            self._tokenizer = tok
+        return self._tokenizer
+
+    def request_prompt(self, request: GenerationRequest) -> dict:
+        """vLLM's prompt for ``request``: token ids where the family tokenises as its card does, else text;
+        images and per-request processor settings (e.g. 4KHD tile grids) alongside."""
+        if self._family.encode_prompt is not None:
+            prompt: dict = {"prompt_token_ids": self._family.encode_prompt(request.prompt, self.tokenizer())}
+        else:
+            prompt = {"prompt": request.prompt}
         if request.images:
             prompt["multi_modal_data"] = {"image": list(request.images) if len(request.images) > 1
                                           else request.images[0]}
+        if request.processor_kwargs:
+            prompt["mm_processor_kwargs"] = dict(request.processor_kwargs)
+        return prompt
+
+    def _failed(self, exc: Exception) -> GenerationResult:
+        if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError") and self._engine.errored:
+            raise EngineDead(error_text(exc)) from exc
+        text = str(exc)
+        status = Status.PROMPT_TOO_LONG if any(m in text for m in _TOO_LONG_MARKERS) else Status.GENERATION_ERROR
+        return GenerationResult(None, None, None, None, status, error_text(exc))
+
+    async def _one(self, request: GenerationRequest) -> GenerationResult:
+        prompt = self.request_prompt(request)
+        if (self._sampling.num_beams or 1) > 1:
+            return await self._beams(request, prompt)
         final = None
         try:
             async for out in self._engine.generate(prompt, self._params, f"{request.request_id}-{uuid.uuid4().hex}"):
                 final = out
         except Exception as exc:  # noqa: BLE001 - classify below
-            if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError") and self._engine.errored:
-                raise EngineDead(error_text(exc)) from exc
-            text = str(exc)
-            status = Status.PROMPT_TOO_LONG if any(m in text for m in _TOO_LONG_MARKERS) else Status.GENERATION_ERROR
-            return GenerationResult(None, None, None, None, status, error_text(exc))
+            return self._failed(exc)
         if final is None or not final.outputs:
             return GenerationResult(None, None, None, None, Status.GENERATION_ERROR, "engine returned no output")
         completion = final.outputs[0]
@@ -153,6 +190,44 @@ class VLLMEngine:
             num_generated_tokens=len(completion.token_ids),
             finish_reason=completion.finish_reason,
         )
+
+    async def _beams(self, request: GenerationRequest, prompt: dict) -> GenerationResult:
+        """``sampling.num_beams`` beam search (:mod:`operators.vlm.beam`) over one-token requests."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        from operators.vlm.beam import beam_search
+
+        s, tok = self._sampling, self.tokenizer()
+        base = dict(prompt)
+        if "prompt_token_ids" not in base:
+            base["prompt_token_ids"] = list(tok(base.pop("prompt"))["input_ids"])
+        ids = list(base["prompt_token_ids"])
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=2 * s.num_beams, detokenize=False,
+                                repetition_penalty=s.repetition_penalty, output_kind=RequestOutputKind.FINAL_ONLY)
+        stops = {tok.convert_tokens_to_ids(t) for t in self._family.stop} | {tok.eos_token_id}
+
+        expanded: list[int] = []  # the prompt's length once the engine placed the image tokens
+
+        async def step(tokens: list[int]) -> dict[int, float]:
+            final = None
+            rid = f"{request.request_id}-beam-{uuid.uuid4().hex}"
+            async for out in self._engine.generate({**base, "prompt_token_ids": ids + tokens}, params, rid):
+                final = out
+            if not expanded:
+                expanded.append(len(final.prompt_token_ids or ()) - len(tokens))
+            return {t: lp.logprob for t, lp in final.outputs[0].logprobs[0].items()}
+
+        try:
+            best = await beam_search(step, beams=s.num_beams, max_tokens=s.max_tokens, min_tokens=s.min_tokens,
+                                     stop_ids={t for t in stops if isinstance(t, int)}, ignore_eos=s.ignore_eos)
+        except Exception as exc:  # noqa: BLE001 - classify as a request failure
+            return self._failed(exc)
+        text_ids = best.tokens[:-1] if best.stopped else best.tokens
+        return GenerationResult(text=tok.decode(text_ids, skip_special_tokens=True),
+                                num_prompt_tokens=expanded[0] if expanded else len(ids),
+                                num_generated_tokens=len(best.tokens),
+                                finish_reason="stop" if best.stopped else "length")
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))

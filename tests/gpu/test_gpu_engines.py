@@ -10,12 +10,11 @@ float32 matmuls), so the CPU tier's tolerance applies: 5e-3 on log-probabilities
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 
+from tests.goldens.compare import compare_with_goldens, golden_prompts, load_golden, shutdown_llm
 from tests.gpu.conftest import gpu_count
-from tests.xcomposer2_cases import compare_with_reference
+from tests.xcomposer2_cases import PARITY_HD_NUM, compare_with_reference
 
 TOL = 5e-3
 
@@ -23,17 +22,9 @@ TOL = 5e-3
 def _llm(path: str, tok, **kwargs):
     from vllm import LLM
 
-    return LLM(model=path, tokenizer=path, dtype="float32", max_model_len=2048, max_num_batched_tokens=64,
+    return LLM(model=path, tokenizer=path, dtype="float32", max_model_len=8192, max_num_batched_tokens=64,
                enable_chunked_prefill=True, max_num_seqs=8, limit_mm_per_prompt={"image": 3},
                max_logprobs=len(tok), seed=0, gpu_memory_utilization=0.3, **kwargs)
-
-
-def _shutdown(llm) -> None:
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()
-    del llm
-    gc.collect()
 
 
 @pytest.mark.parametrize("variant, tp, eager", [("vl", 1, False), ("4khd", 1, False), ("vl", 2, True),
@@ -48,12 +39,22 @@ def test_plugin_matches_reference_on_gpu(variant, tp, eager, tiny_models):
         pytest.skip(f"tensor parallelism {tp} needs {tp} GPUs, this machine has {gpu_count()}")
     path = str(tiny_models[f"xcomposer2-{variant}"])
     tok = AutoTokenizer.from_pretrained(path)
-    llm = _llm(path, tok, enforce_eager=eager, tensor_parallel_size=tp)
+    from operators.vlm.families.xcomposer2 import card_prompt_ids
+    from operators.vlm.registry import get_family
+
+    extra = {"mm_processor_kwargs": {"hd_num": PARITY_HD_NUM}} if variant == "4khd" else {}
+    llm = _llm(path, tok, enforce_eager=eager, tensor_parallel_size=tp, **extra)
     try:
         ref = XComposer2Reference.from_pretrained(path)
+        ref.config.hd_num = PARITY_HD_NUM
         worst, compared, agree, total = compare_with_reference(llm, ref, tok, variant)
+        golden = load_golden(f"xcomposer2-{variant}")
+        prompts = golden_prompts(golden, get_family(f"xcomposer2-{variant}"), tok, "<ImageHere>", card_prompt_ids)
+        report = compare_with_goldens(llm, tok, golden, prompts, tok.convert_tokens_to_ids("<ImageHere>"))
     finally:
-        _shutdown(llm)
+        shutdown_llm(llm)
+    for name, r in report.items():
+        assert r["tokens_equal"] and r["greedy_equal"] and r["max_dlogprob"] < TOL, (name, r)
     print(f"\nxcomposer2-{variant} tp{tp} {'eager' if eager else 'cuda graphs'}: max |dlogprob| {worst:.3e} "
           f"over {compared} entries; greedy agreement {agree}/{total}")
     assert worst < TOL

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tests.golden_xcomposer.compare import compare_with_golden, golden
-from tests.gpu.test_gpu_engines import _shutdown
+from tests.goldens.compare import shutdown_llm
 
 
 @pytest.mark.parametrize("variant, dtype, tol", [("share-captioner", "float32", 5e-3),
@@ -31,7 +31,7 @@ def test_v1_plugin_on_gpu(tiny_models, variant, dtype, tol):
     try:
         worst, compared, n = compare_with_golden(llm, variant)
     finally:
-        _shutdown(llm)
+        shutdown_llm(llm)
     print(f"\n{variant} on GPU ({dtype}): max |dlogprob| {worst:.3e} over {compared} entries, {n} cases")
     assert worst < tol
 
@@ -62,6 +62,6 @@ def test_xcomposer2_4bit_on_gpu(tiny_models):
         out = llm.generate([{"prompt": prompt, "multi_modal_data": {"image": image}}],
                            SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True))[0]
     finally:
-        _shutdown(llm)
+        shutdown_llm(llm)
     ids, greedy, _ = ref.eval().greedy(tok(prompt)["input_ids"], [image], tok.convert_tokens_to_ids("<ImageHere>"), 6)
     assert list(out.prompt_token_ids) == ids and list(out.outputs[0].token_ids) == greedy

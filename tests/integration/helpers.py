@@ -18,7 +18,6 @@ def demo_spec(endpoint: str, bucket: str, family: str, model_dir: str, name: str
     return {
         "name": name,
         "source": {"uri": f"s3://{bucket}/corpus/", "storage": storage},
-        "decode": {"max_side": 512},
         "model": {"family": family, "model_id": model_dir,
                   "engine": {"dtype": "float32", "max_model_len": 1024, "max_num_seqs": 16}},
         "sampling": {"max_tokens": 12, "min_tokens": 4},

@@ -93,7 +93,7 @@ def test_every_bad_case_is_a_row_and_no_secret_leaks(iam_server, tiny_models, tm
     fs.pipe_file(f"{bucket}/corpus/private/forbidden.jpg", corpus.rgb())
 
     spec = demo_spec(endpoint, bucket, "internvl", str(tiny_models["internvl"]), name="badinput")
-    spec["decode"] = {"max_side": 512, "max_source_pixels": 50_000_000}
+    spec["decode"] = {"max_side": 2048, "max_source_pixels": 50_000_000}
     spec["postcheck"] = {"truncated": False, "repetition": False}
     spec_path = write_spec(tmp_path / "spec.yaml", spec)
     ray_tmp = f"/tmp/vrs-{secrets.token_hex(3)}"
@@ -127,7 +127,7 @@ def test_every_bad_case_is_a_row_and_no_secret_leaks(iam_server, tiny_models, tm
         else:
             assert row[C.ERROR] and row[C.CAPTION] is None, name
     assert (rows["huge.jpg"][C.ORIG_WIDTH], rows["huge.jpg"][C.ORIG_HEIGHT]) == (6000, 4000)
-    assert max(rows["huge.jpg"][C.WIDTH], rows["huge.jpg"][C.HEIGHT]) <= 512
+    assert max(rows["huge.jpg"][C.WIDTH], rows["huge.jpg"][C.HEIGHT]) <= 2048
     assert rows["animated.gif"][C.NUM_FRAMES] == 3 and rows["animated.webp"][C.NUM_FRAMES] == 4
     assert "100000x100000" in rows["bomb.png"][C.ERROR]
 

@@ -10,6 +10,10 @@ prompt, two images in one prompt, different image sizes; the VL model again with
   the prompt token at every prompt position (log-softmax of the logits: logits up to one
   constant per position).
 
+The same engines then run the golden cases (``tests/data/goldens/xcomposer2-{vl,4khd}.json``, what
+the checkpoints' public remote code gives on the same tiny weights through the cards' ``chat()``
+path): prompt tokens and image-token counts equal, greedy tokens equal, log-probs within 5e-3.
+
 Tolerance 5e-3 on log-probabilities. Both sides compute in float32 but sum in different orders
 (vLLM's fused residual+RMSNorm, paged attention and blocked GEMMs vs eager PyTorch). The tiny
 models are deliberately peaked (LM head std 0.5: logits up to ~22, log-probs down to ~-41, so
@@ -23,12 +27,12 @@ sensitivity of the tiny models under test).
 
 from __future__ import annotations
 
-import gc
 import os
 
 import pytest
 
-from tests.xcomposer2_cases import compare_with_reference
+from tests.goldens.compare import assert_matches, compare_with_goldens, golden_prompts, load_golden, shutdown_llm
+from tests.xcomposer2_cases import PARITY_HD_NUM, compare_with_reference
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +59,10 @@ def engine(request, tiny_models):
                           VLLM_CPU_NUM_OF_RESERVED_CPU="0")
         extra = dict(tensor_parallel_size=tp, distributed_executor_backend="mp")
     try:
-        llm = LLM(model=path, tokenizer=path, dtype="float32", enforce_eager=True, max_model_len=2048,
+        if variant == "4khd":  # a small layout for the reference cases; golden cases name their own
+            extra["mm_processor_kwargs"] = {"hd_num": PARITY_HD_NUM}
+        # 4KHD golden cases lay one image out in up to 3817 tokens (hd_num 25).
+        llm = LLM(model=path, tokenizer=path, dtype="float32", enforce_eager=True, max_model_len=8192,
                   max_num_batched_tokens=64, enable_chunked_prefill=True, max_num_seqs=8,
                   limit_mm_per_prompt={"image": 3}, max_logprobs=len(tok), seed=0, **extra)
     finally:
@@ -65,12 +72,9 @@ def engine(request, tiny_models):
             else:
                 os.environ[k] = v
     ref = XComposer2Reference.from_pretrained(path)
+    ref.config.hd_num = PARITY_HD_NUM
     yield f"{variant}" + (f"-tp{tp}" if tp > 1 else ""), variant, llm, ref, tok
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()
-    del llm
-    gc.collect()
+    shutdown_llm(llm)
 
 
 def test_plugin_matches_reference(engine):
@@ -79,3 +83,22 @@ def test_plugin_matches_reference(engine):
     print(f"\nxcomposer2-{label}: max |dlogprob| {worst:.3e} over {compared} entries; "
           f"greedy agreement {agree}/{total}")
     assert worst < TOL
+
+
+def test_plugin_matches_the_public_code_goldens(engine, tiny_models):
+    """What the cards' chat() gives with the public remote code, case by case (tests/data/goldens/)."""
+    import json
+
+    from operators.vlm.families.xcomposer2 import card_prompt_ids
+    from operators.vlm.registry import get_family
+
+    label, variant, llm, _, tok = engine
+    golden = load_golden(f"xcomposer2-{variant}")
+    family = get_family(f"xcomposer2-{variant}")
+    assert family.default_system_prompt == golden["meta_instruction"], "the cards' meta instruction"
+    config = json.loads((tiny_models[f"xcomposer2-{variant}"] / "config.json").read_text())
+    assert {k: config[k] for k in golden["public_config"]} == golden["public_config"], \
+        "the tiny config reads in the public config class as the same model"
+    prompts = golden_prompts(golden, family, tok, "<ImageHere>", encode=card_prompt_ids)
+    report = compare_with_goldens(llm, tok, golden, prompts, tok.convert_tokens_to_ids("<ImageHere>"))
+    assert_matches(report, f"xcomposer2-{label}", TOL)

@@ -37,7 +37,8 @@ def test_shipped_specs_build_the_dataset_dag(name, source):
     caption, qa = _stage(pipe, "caption"), _stage(pipe, "qa")
     assert caption.args["keep_pixels"] and C.PIXELS not in caption.drops and C.PIXELS in qa.drops, \
         "decoded once, pixels kept until QA"
-    assert caption.args["engine"].model.engine.kind == "vllm" and qa.args["family"] == "llava", "two pools, two models"
+    assert caption.args["engine"].model.engine.kind == "vllm" and qa.args["family"].name == "llava", \
+        "two pools, two models"
 
 
 def test_a_manifest_build_commits_the_v1_dataset_record():

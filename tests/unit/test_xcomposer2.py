@@ -7,7 +7,7 @@ import json
 import pytest
 
 from operators.vlm.registry import get_family
-from operators.vlm.xcomposer2.hd import hd_num_tokens, hd_size, hd_transform, is_prepared, prepare_4khd
+from operators.vlm.xcomposer2.hd import check_prepared, hd_grid, hd_num_tokens, hd_size, hd_transform, prepare_4khd
 
 # config.json of internlm/internlm-xcomposer2-vl-7b as published (remote-code pointers included).
 PUBLISHED_CONFIG = {
@@ -63,10 +63,29 @@ def test_hd_layout(size, hd_num):
     assert out.size == hd_size(*size, hd_num)
     assert out.width % 336 == 0 and out.height % 336 == 0
     assert (out.width // 336) * (out.height // 336) <= hd_num
-    assert is_prepared(*out.size, hd_num) and prepare_4khd(out, hd_num).size == out.size
+    check_prepared(*out.size, hd_grid(*out.size))
     # Orientation is kept: a portrait image stays portrait-or-square.
     if size[1] > size[0]:
         assert out.height >= out.width
+
+
+@pytest.mark.parametrize(("size", "hd_num", "grid", "tokens"), [
+    # A multiple of 336 is rescaled to the largest grid as the public HD_transform does (issue 13:
+    # public 3817 tokens for a 336x336 image at hd_num 25, not the 313 of leaving it as it is).
+    ((336, 336), 25, (5, 5), 3817),
+    ((1800, 1200), 25, (4, 6), 3661),
+    ((336, 336), 9, (3, 3), 1489),
+    ((672, 336), 4, (1, 2), 457),
+])
+def test_every_raw_image_is_rescaled_to_the_largest_grid(size, hd_num, grid, tokens):
+    from PIL import Image
+
+    out = prepare_4khd(Image.new("RGB", size, (0, 0, 0)), hd_num)
+    assert hd_grid(*out.size) == grid
+    assert hd_num_tokens(*out.size, 336, 12) == tokens
+    check_prepared(*out.size, grid)
+    with pytest.raises(ValueError, match=f"marked as laid out in {grid[0] + 1}x{grid[1]} tiles"):
+        check_prepared(*out.size, (grid[0] + 1, grid[1]))
 
 
 def test_hd_transform_pads_white_and_centres():
@@ -88,6 +107,24 @@ def test_family_prompt_matches_the_model_card():
     assert full.startswith("[UNUSED_TOKEN_146]system\nYou are an AI assistant whose name is InternLM-XComposer")
     assert fam.stop == ("[UNUSED_TOKEN_145]",)
     assert get_family("xcomposer2-4khd").cpu_prepare is not None and fam.cpu_prepare is None
+    assert dict(fam.sampling_defaults) == {"repetition_penalty": 1.005}
+
+
+def test_card_prompt_ids_give_every_text_part_its_bos(tiny):
+    """chat(): each text part tokenised on its own (BOS after every image); text-only: "<s>" + BOS = two."""
+    from transformers import AutoTokenizer
+
+    from operators.vlm.families.xcomposer2 import card_prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(str(tiny["vl"]))
+    fam, bos, image = get_family("xcomposer2-vl"), tok.bos_token_id, tok.convert_tokens_to_ids("<ImageHere>")
+    two = card_prompt_ids(fam.build_prompt("Compare.", "", num_images=2), tok)
+    first = tok("[UNUSED_TOKEN_146]user\n")["input_ids"]
+    assert two[:len(first)] == first and first[0] == bos
+    assert two[len(first):len(first) + 3] == [image, image, bos], "adjacent images share no text part; BOS after them"
+    assert two.count(bos) == 2
+    text = card_prompt_ids(fam.build_prompt("Hello?", num_images=0), tok)
+    assert text[:2] == [bos, bos] and text.count(bos) == 2 and image not in text
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +148,14 @@ def test_tiny_checkpoint_uses_the_published_layout(tiny, variant):
     cfg = json.loads((tiny[variant] / "config.json").read_text())
     h, kv, d = cfg["hidden_size"], cfg["num_key_value_heads"], cfg["hidden_size"] // cfg["num_attention_heads"]
     r, inter = cfg["lora_r"], cfg["intermediate_size"]
+    qkv_r = 8 if variant == "4khd" else r  # 4KHD's wqkv LoRA, as published
+    assert (r, cfg["lora_alpha"]) == (256, 256), "the public code fixes rank and alpha at 256"
     qkv_rows = (cfg["num_attention_heads"] + 2 * kv) * d
     expected = {
         "model.tok_embeddings.weight": (cfg["vocab_size"], h),
         "model.layers.0.attention.wqkv.weight": (qkv_rows, h),
-        "model.layers.0.attention.wqkv.Plora_A.weight": (r, h),
-        "model.layers.0.attention.wqkv.Plora_B.weight": (qkv_rows, r),
+        "model.layers.0.attention.wqkv.Plora_A.weight": (qkv_r, h),
+        "model.layers.0.attention.wqkv.Plora_B.weight": (qkv_rows, qkv_r),
         "model.layers.0.attention.wo.Plora_B.weight": (h, r),
         "model.layers.0.feed_forward.w1.weight": (inter, h),
         "model.layers.0.feed_forward.w2.Plora_A.weight": (r, inter),
@@ -137,6 +176,10 @@ def test_tiny_checkpoint_uses_the_published_layout(tiny, variant):
         assert shapes.get(name) == shape, name
     assert not any(k.startswith("plora_") for k in shapes) or variant == "4khd"
     assert cfg["model_type"] == "internlmxcomposer2" and cfg["architectures"] == ["InternLMXComposer2ForCausalLM"]
+    # The public config class requires these (its defaults differ: rms_norm_eps 1e-6; 2-field rope_scaling).
+    assert cfg["rms_norm_eps"] == 1e-5 and cfg["rope_scaling"] == {"type": "dynamic", "factor": 1.0}
+    if variant == "4khd":
+        assert cfg["vision_config"]["image_size"] == 336 and cfg["vision_config"]["patch_size"] == 14
 
 
 @pytest.mark.parametrize("variant", ["vl", "4khd"])
@@ -154,10 +197,13 @@ def test_reference_image_tokens_and_partial_lora(tiny, variant):
     if variant == "vl":
         assert emb.shape == (64, 128)
     else:
-        w, h = model.prepare(image).size
-        assert emb.shape == (hd_num_tokens(w, h, 56, 2), 128)
+        w, h = model.prepare(image, hd_num=4).size
+        emb = model.encode_image(image, hd_num=4)
+        assert emb.shape == (hd_num_tokens(w, h, 336, 12), 128)
+    from operators.vlm.families.xcomposer2 import card_prompt_ids
+
     image_id = tok.convert_tokens_to_ids("<ImageHere>")
-    ids = tok(get_family(f"xcomposer2-{variant}").build_prompt("Describe the image.", ""))["input_ids"]
+    ids = card_prompt_ids(get_family(f"xcomposer2-{variant}").build_prompt("Describe the image.", ""), tok)
     assert ids[0] == tok.bos_token_id and ids.count(image_id) == 1
     full = model.expand(ids, image_id, [emb.shape[0]])
     x, mask = model.embed(full, [emb], image_id)
@@ -241,5 +287,35 @@ def test_prepare_stage_lays_out_ok_rows_and_passes_failures():
     out = PrepareBatch(hd_preparer("internlm/internlm-xcomposer2-4khd-7b"))(table).to_pylist()
     # hd_num 25 crops of 336: 8 across, 1008 / 3.33 rows -> 3 rows of crops.
     assert (out[0][C.WIDTH], out[0][C.HEIGHT], out[0][C.STATUS]) == (2688, 1008, "ok")
+    assert out[0][C.TILE_GRID] == [3, 8]
     assert len(out[0][C.PIXELS]) == 2688 * 1008 * 3
-    assert out[1][C.STATUS] == "not_an_image" and out[1][C.PIXELS] is None
+    assert out[1][C.STATUS] == "not_an_image" and out[1][C.PIXELS] is None and out[1][C.TILE_GRID] is None
+    # The spec's hd_num wins over the checkpoint's (the 4KHD card's examples use 55).
+    assert PrepareBatch(hd_preparer("internlm/internlm-xcomposer2-4khd-7b", 55))(table).to_pylist()[0][C.TILE_GRID] \
+        == [4, 13]
+
+
+def test_vl_1_8b_shape_has_the_published_dimensions_vocabulary_and_lora_rank(tmp_path):
+    """bench/shapes.py's VL-1.8B: InternLM2-1.8B under the VL vision side, every weight at its published shape."""
+    import torch
+
+    from bench.shapes import SHAPES
+    from operators.vlm.xcomposer2.config import InternLMXComposer2Config
+    from operators.vlm.xcomposer2.reference import XComposer2Reference
+
+    directory = SHAPES["xcomposer2-vl-1_8b"](tmp_path / "shape")
+    raw = json.loads((directory / "config.json").read_text())
+    published = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
+                     num_key_value_heads=8, vocab_size=92544, lora_r=256, lora_alpha=256)
+    assert {k: raw[k] for k in published} == published
+    config = InternLMXComposer2Config(**raw)
+    with torch.device("meta"):  # shapes only, no memory
+        model = XComposer2Reference(config, "vl")
+    shapes = {k: tuple(v.shape) for k, v in model.published_state_dict().items()}
+    assert shapes["model.tok_embeddings.weight"] == shapes["output.weight"] == (92544, 2048)
+    assert shapes["model.layers.23.attention.wqkv.weight"] == ((16 + 2 * 8) * 128, 2048)
+    assert shapes["model.layers.0.attention.wqkv.Plora_A.weight"] == (256, 2048)
+    assert shapes["model.layers.0.feed_forward.w2.Plora_B.weight"] == (2048, 256)
+    assert shapes["vision_proj.0.weight"] == (2048, 1024) and shapes["vision_proj.2.weight"] == (2048, 2048)
+    assert shapes["vit.vision_tower.vision_model.embeddings.position_embedding.weight"] == (35 * 35 + 1, 1024)
+    assert "model.layers.24.attention.wqkv.weight" not in shapes

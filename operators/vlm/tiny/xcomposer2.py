@@ -1,11 +1,15 @@
 """Tiny InternLM-XComposer2 checkpoints (VL and 4KHD) in the published layout, random weights.
 
 Weight names and tensor layouts are those of the published checkpoints (see
-``operators/vlm/xcomposer2/reference.py``); only the sizes are toy. ``config.json`` is the
-published one's fields plus the optional XComposer2 fields our config class reads
-(``xcomposer_variant``, ``vision_config``, ``hd_num``, ``lora_r``). The Partial-LoRA and the
-LM-head weights are scaled up from the usual init so that (a) a missing or misplaced image mask
-moves the logits far more than float32 noise and (b) greedy choices have clear margins.
+``operators/vlm/xcomposer2/reference.py``); only the widths and depths are toy. What the public
+remote code fixes in its source is kept as published, so that code runs these checkpoints as the
+same model (``tests/goldens/make_goldens.py``): Partial LoRA rank 256 / alpha 256 (4KHD's ``wqkv``
+8 / 16), 4KHD crops of 336 px in patches of 14 (24x24 patches, 12x12 merged tokens), an explicit
+``rms_norm_eps`` and a two-field ``rope_scaling`` as the public config class requires.
+``config.json`` is the published one's fields plus the optional XComposer2 fields our config class
+reads (``xcomposer_variant``, ``vision_config``, ``img_size``). The Partial-LoRA and the LM-head
+weights are scaled up from the usual init so that (a) a missing or misplaced image mask moves the
+logits far more than float32 noise and (b) greedy choices have clear margins.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from operators.vlm.xcomposer2.config import ARCHITECTURE, IMAGE_TOKEN, MODEL_TYP
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "[UNUSED_TOKEN_145]", "[UNUSED_TOKEN_146]", IMAGE_TOKEN]
 VL_IMAGE_SIZE = 112  # 8x8 patches of 14: 64 image tokens
-HD_CROP = 56  # 4x4 patches of 14, merged 2x2: 2x2 tokens per crop
-HD_NUM = 4
+HD_CROP = 336  # the public 4KHD code's crop (24x24 patches of 14, merged 2x2 into 12x12 tokens)
+LORA = 256  # rank and alpha of the published checkpoints' Partial LoRA
 
 
 def _vision(image_size: int) -> dict:
@@ -51,14 +55,19 @@ def make_tiny_xcomposer2(directory: Path, variant: str, seed: int = 0, image_siz
     fields = dict(
         vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         # vLLM's CPU attention needs head_dim >= 32: 128 / 4 heads, 2 KV heads (grouped).
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rope_theta=1000000,
-        rope_scaling={"type": "dynamic", "factor": 1.0}, bos_token_id=bos, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, bias=False, max_length=4096,
-        xcomposer_variant=variant, vision_config=_vision(size), lora_r=8, lora_alpha=16,
+        # 4KHD at hd_num 25 lays one image out in up to 3817 tokens: the published 32768 positions.
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000,
+        rms_norm_eps=1e-5, bos_token_id=bos, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, bias=False,
+        max_length=16384 if variant == "4khd" else 4096,
+        xcomposer_variant=variant, vision_config=_vision(size), lora_r=LORA, lora_alpha=LORA,
     )
-    if variant == "4khd":
-        fields["hd_num"] = HD_NUM
-    config = InternLMXComposer2Config(**fields)
+    if variant == "vl":
+        fields["img_size"] = size  # the public VL code resizes to config.img_size
+    # The published two-field form; the config class below rewrites the dict it is given, so it
+    # gets its own copy and config.json keeps this one.
+    scaling = {"type": "dynamic", "factor": 1.0}
+    config = InternLMXComposer2Config(**fields, rope_scaling=dict(scaling))
     torch.manual_seed(seed)
     model = XComposer2Reference(config, variant)
     with torch.no_grad():
@@ -75,7 +84,7 @@ def make_tiny_xcomposer2(directory: Path, variant: str, seed: int = 0, image_siz
                 p.normal_(0.0, 0.1)
     weights = {k: v.contiguous() for k, v in model.published_state_dict().items()}
     save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    published = {k: v for k, v in fields.items()}
+    published = dict(fields, rope_scaling=scaling)
     published.update(model_type=MODEL_TYPE, architectures=[ARCHITECTURE], torch_dtype="float32")
     (directory / "config.json").write_text(json.dumps(published, indent=2))
     (directory / "generation_config.json").write_text(json.dumps(

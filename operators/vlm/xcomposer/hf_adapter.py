@@ -1,9 +1,10 @@
 """The XComposer v1 reference behind the processor / ``generate`` interface the transformers engine uses.
 
 ``operators/vlm/transformers_engine.py`` calls ``processor(text=[prompt], images=..., return_tensors="pt")``
-then ``model.generate(**inputs, ...)``. The processor is XComposer2's (it tokenises and expands each
-``<ImageHere>`` to the image's embedding count through the model's ``encode_image`` / ``expand``, which the
-v1 reference offers too); ``generate`` is :func:`operators.vlm.xcomposer.generate.generate` with a KV cache.
+then ``model.generate(**inputs, ...)``. The processor is XComposer2's with v1's image encoding and the
+tokenizer's own prompt ids (it expands each ``<ImageHere>`` to the image's embedding count through the
+model's ``expand``, which the v1 reference offers too); ``generate`` is
+:func:`operators.vlm.xcomposer.generate.generate` with a KV cache.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ from operators.vlm.xcomposer2 import hf_adapter as xc2
 from operators.vlm.xcomposer2.hf_adapter import ReferenceProcessor
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class V1Processor(ReferenceProcessor):
+    """XComposer2's processor with v1's inputs: one fixed-size image embedding, the tokenizer's own ids."""
+
+    def encode(self, image, hd_num: int | None, grid: tuple[int, int] | None) -> torch.Tensor:
+        return self._model.encode_image(image)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt)["input_ids"]
 
 
 class ReferenceGenerator(xc2.ReferenceGenerator):
@@ -43,5 +54,5 @@ def load(model_config) -> tuple[ReferenceProcessor, ReferenceGenerator]:
     reference = XComposerReference.from_pretrained(
         model_config.model_id, dtype=_DTYPES.get(model_config.engine.dtype, torch.float32))
     tokenizer = AutoTokenizer.from_pretrained(model_config.model_id, revision=model_config.revision)
-    processor = ReferenceProcessor(tokenizer, reference)
+    processor = V1Processor(tokenizer, reference)
     return processor, ReferenceGenerator(reference, processor.image_token_id)

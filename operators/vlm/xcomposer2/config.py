@@ -10,6 +10,10 @@ tiny test models (and users) may override them with the optional fields below.
 
 Variant: ``4khd`` when the checkpoint carries ``plora_glb_GN`` (found from its weight index,
 see :func:`detect_variant`) or the config says so; otherwise ``vl``.
+
+Partial LoRA: rank 256, alpha 256 on every projection of VL-7B and VL-1.8B; 4KHD's ``wqkv`` has
+rank 8 and alpha 16 (its ``modeling_internlm2.py``; lmdeploy's XComposer2 reader states the same
+``attention.w_qkv:8`` / scale 2.0), its other projections 256 / 256 (:meth:`lora_for`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ CLIP_VIT_L14: dict[str, Any] = dict(
 )
 VL_IMAGE_SIZE = 490  # VL-7B and VL-1.8B resize every image to 490x490 (35x35 patches)
 HD_CROP_SIZE = 336  # 4KHD tiles of 336x336 (24x24 patches, merged 2x2 into 12x12 tokens)
-DEFAULT_HD_NUM = 25
+DEFAULT_HD_NUM = 25  # the 4KHD remote code's default (``encode_img(..., hd_num=25)``)
+# 4KHD's wqkv Partial LoRA (rank, alpha); every other projection uses the config's lora_r / lora_alpha.
+HD_QKV_LORA = (8, 16)
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -42,8 +48,10 @@ class InternLMXComposer2Config(PretrainedConfig):
     Extra fields (all optional; absent from the published files):
         xcomposer_variant: ``"vl"`` or ``"4khd"``; None = detect from the weights.
         vision_config: CLIP vision config overrides (tiny models); image_size defaults per variant.
-        hd_num: most 4KHD sub-images per image.
-        lora_r / lora_alpha: Partial-LoRA rank and alpha (256 / 256 in all published checkpoints).
+        img_size: the VL input side the published VL configs name (490); ``vision_config`` wins.
+        hd_num: most 4KHD sub-images per image (absent from the published files: 25).
+        lora_r / lora_alpha: Partial-LoRA rank and alpha (256 / 256 in all published checkpoints;
+            4KHD's ``wqkv`` differs, see :meth:`lora_for`).
     """
 
     model_type = MODEL_TYPE
@@ -72,6 +80,7 @@ class InternLMXComposer2Config(PretrainedConfig):
         xcomposer_variant: str | None = None,
         vision_config: dict | None = None,
         hd_num: int | None = None,
+        img_size: int | None = None,
         lora_r: int = 256,
         lora_alpha: int = 256,
         **kwargs: Any,
@@ -94,6 +103,7 @@ class InternLMXComposer2Config(PretrainedConfig):
         self.xcomposer_variant = xcomposer_variant
         self.vision_config = dict(vision_config or {})
         self.hd_num = hd_num
+        self.img_size = img_size
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         # Published files say {"type": "dynamic", "factor": 1.0} or nothing: a factor of 1 scales
@@ -125,11 +135,17 @@ class InternLMXComposer2Config(PretrainedConfig):
 
         A published ``img_size`` (224 in internlm-xcomposer2-7b, the composition model) sets the VL size.
         """
-        size = int(getattr(self, "img_size", None) or VL_IMAGE_SIZE) if variant == "vl" else HD_CROP_SIZE
+        size = int(self.img_size or VL_IMAGE_SIZE) if variant == "vl" else HD_CROP_SIZE
         return {**CLIP_VIT_L14, "image_size": size, **self.vision_config}
 
     def effective_hd_num(self) -> int:
         return int(self.hd_num or DEFAULT_HD_NUM)
+
+    def lora_for(self, module: str, variant: str) -> tuple[int, int]:
+        """(rank, alpha) of the Partial LoRA on projection ``module`` (wqkv, wo, w1, w2, w3) of ``variant``."""
+        if variant == "4khd" and module == "wqkv":
+            return HD_QKV_LORA
+        return int(self.lora_r), int(self.lora_alpha)
 
 
 def detect_variant(model_path: str | Path) -> str:

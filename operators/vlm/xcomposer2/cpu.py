@@ -1,7 +1,8 @@
-"""The 4KHD layout as a CPU-stage function, configured from the checkpoint when it is local.
+"""The 4KHD layout as a CPU-stage function, configured from the spec and the checkpoint.
 
-``hd_num`` and the crop size come from the model's ``config.json`` when ``model_id`` is a local
-directory (tiny models set both), else the published values (25 crops of 336).
+``hd_num``: the spec's (``model.hd_num``), else the checkpoint config's when ``model_id`` is a local
+directory, else the remote code's default (25). The crop size: the checkpoint's vision config (336
+in every published checkpoint).
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ from pathlib import Path
 from operators.vlm.xcomposer2.config import DEFAULT_HD_NUM, HD_CROP_SIZE
 
 
-def hd_settings(model_id: str) -> tuple[int, int]:
-    """(hd_num, crop) for ``model_id``."""
+def hd_settings(model_id: str, hd_num: int | None = None) -> tuple[int, int]:
+    """(hd_num, crop) for ``model_id``; an explicit ``hd_num`` wins over the checkpoint's."""
     path = Path(model_id) / "config.json"
-    hd_num, crop = DEFAULT_HD_NUM, HD_CROP_SIZE
+    configured, crop = DEFAULT_HD_NUM, HD_CROP_SIZE
     if path.is_file():
         raw = json.loads(path.read_text())
-        hd_num = int(raw.get("hd_num") or hd_num)
+        configured = int(raw.get("hd_num") or configured)
         crop = int((raw.get("vision_config") or {}).get("image_size") or crop)
-    return hd_num, crop
+    return int(hd_num or configured), crop
 
 
-def hd_preparer(model_id: str) -> Callable:
-    """A picklable ``PIL image -> PIL image`` applying the 4KHD layout of ``model_id``."""
-    hd_num, crop = hd_settings(model_id)
+def hd_preparer(model_id: str, hd_num: int | None = None) -> Callable:
+    """A picklable ``PIL image -> (laid-out image, (rows, cols))`` applying the 4KHD layout of ``model_id``."""
+    hd_num, crop = hd_settings(model_id, hd_num)
     return _HDPrepare(hd_num, crop)
 
 
@@ -35,6 +36,7 @@ class _HDPrepare:
         self.hd_num, self.crop = hd_num, crop
 
     def __call__(self, image):
-        from operators.vlm.xcomposer2.hd import prepare_4khd
+        from operators.vlm.xcomposer2.hd import hd_grid, prepare_4khd
 
-        return prepare_4khd(image, self.hd_num, self.crop)
+        out = prepare_4khd(image, self.hd_num, self.crop)
+        return out, hd_grid(out.width, out.height, self.crop)

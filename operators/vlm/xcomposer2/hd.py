@@ -8,8 +8,9 @@ undone. The model cuts that into ``h x w`` crops of 336 plus one global view; pe
 language model sees ``(h*w + 1) * 144 + 1 + (h + 1) * 12`` tokens (12x12 merged tokens per
 crop, one newline token per row of the global view and of the sub-image grid, one separator).
 
-An image whose sides are already multiples of the crop size with at most ``hd_num`` crops is
-taken as prepared (the pipeline's CPU stage did it) and is not transformed again.
+Every raw image is transformed, whatever its size (a 336x336 image becomes 5x5 crops at hd_num
+25, as in the public code). An image the pipeline's CPU stage already laid out travels with its
+tile grid as request metadata (:func:`check_prepared`); nothing is inferred from an image's size.
 """
 
 from __future__ import annotations
@@ -34,9 +35,7 @@ def _landscape_resize(width: int, height: int, hd_num: int, crop: int) -> tuple[
 
 
 def hd_size(width: int, height: int, hd_num: int, crop: int = 336) -> tuple[int, int]:
-    """(width, height) of ``width x height`` after :func:`prepare_4khd`, computed without pixels."""
-    if is_prepared(width, height, hd_num, crop):
-        return width, height
+    """(width, height) of ``width x height`` after :func:`hd_transform`, computed without pixels."""
     transposed = width < height
     w, h = (height, width) if transposed else (width, height)
     new_w, new_h = _landscape_resize(w, h, hd_num, crop)
@@ -61,17 +60,21 @@ def hd_transform(image: Image.Image, hd_num: int, crop: int = 336) -> Image.Imag
     return canvas.transpose(Image.Transpose.TRANSPOSE) if transposed else canvas
 
 
-def is_prepared(width: int, height: int, hd_num: int, crop: int = 336) -> bool:
-    """True when a ``width x height`` image already has the 4KHD layout."""
-    return width % crop == 0 and height % crop == 0 and (width // crop) * (height // crop) <= hd_num
-
-
 def prepare_4khd(image: Image.Image, hd_num: int, crop: int = 336) -> Image.Image:
-    """``image`` in the 4KHD layout, transforming only when it is not already prepared."""
-    image = image.convert("RGB")
-    if is_prepared(image.width, image.height, hd_num, crop):
-        return image
-    return hd_transform(image, hd_num, crop)
+    """``image`` in the 4KHD layout: the HD transform, applied to every raw image."""
+    return hd_transform(image.convert("RGB"), hd_num, crop)
+
+
+def check_prepared(width: int, height: int, grid: tuple[int, int], crop: int = 336) -> None:
+    """An image said to be laid out in ``grid`` (rows, columns) of ``crop`` crops must measure so.
+
+    Raises:
+        ValueError: naming the image's size and the grid's.
+    """
+    rows, cols = int(grid[0]), int(grid[1])
+    if (width, height) != (cols * crop, rows * crop):
+        raise ValueError(f"a {width}x{height} image was marked as laid out in {rows}x{cols} tiles of {crop} "
+                         f"({cols * crop}x{rows * crop})")
 
 
 def prepare_vl(image: Image.Image, size: int) -> Image.Image:

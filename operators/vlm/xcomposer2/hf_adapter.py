@@ -20,23 +20,40 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 class ReferenceProcessor:
-    """Tokenises the prompt and expands each ``<ImageHere>`` to the image's number of embeddings."""
+    """Tokenises the prompt as the cards' ``chat()`` does and expands each ``<ImageHere>`` to the image's
+    number of embeddings; ``hd_num`` (4KHD) as the spec sets it, else the checkpoint's."""
 
-    def __init__(self, tokenizer, model: XComposer2Reference):
+    def __init__(self, tokenizer, model: XComposer2Reference, hd_num: int | None = None):
         self.tokenizer = tokenizer
         self._model = model
+        self._hd_num = hd_num
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
-    def __call__(self, text: list[str], images: list | None = None, return_tensors: str = "pt"):
+    def __call__(self, text: list[str], images: list | None = None, return_tensors: str = "pt",
+                 processor_kwargs: dict | None = None):
         from transformers import BatchFeature
 
         images = list(images or [])
-        embeds = [self._model.encode_image(im) for im in images]
-        ids = self.tokenizer(text[0])["input_ids"]
+        grids = list((processor_kwargs or {}).get("hd_grids") or [])
+        grids += [None] * (len(images) - len(grids))
+        hd_num = (processor_kwargs or {}).get("hd_num") or self._hd_num
+        embeds = [self.encode(im, hd_num, g) for im, g in zip(images, grids, strict=True)]
+        ids = self.prompt_ids(text[0])
         if ids.count(self.image_token_id) != len(images):
             raise ValueError(f"prompt has {ids.count(self.image_token_id)} {IMAGE_TOKEN} for {len(images)} images")
         expanded = self._model.expand(ids, self.image_token_id, [e.shape[0] for e in embeds])
         return BatchFeature({"input_ids": torch.tensor([expanded]), "image_embeds": embeds})
+
+
+    def encode(self, image, hd_num: int | None, grid: tuple[int, int] | None) -> torch.Tensor:
+        """The image's embeddings (4KHD: laid out in ``hd_num`` tiles, or on the ``grid`` the pipeline chose)."""
+        return self._model.encode_image(image, hd_num, grid)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt's token ids as the cards' ``chat()`` builds them (a BOS per text part)."""
+        from operators.vlm.families.xcomposer2 import card_prompt_ids
+
+        return card_prompt_ids(prompt, self.tokenizer)
 
 
 class ReferenceGenerator:
@@ -94,5 +111,5 @@ def load(model_config) -> tuple[ReferenceProcessor, ReferenceGenerator]:
     reference = XComposer2Reference.from_pretrained(
         model_config.model_id, dtype=_DTYPES.get(model_config.engine.dtype, torch.float32))
     tokenizer = AutoTokenizer.from_pretrained(model_config.model_id, revision=model_config.revision)
-    processor = ReferenceProcessor(tokenizer, reference)
+    processor = ReferenceProcessor(tokenizer, reference, getattr(model_config, "hd_num", None))
     return processor, ReferenceGenerator(reference, processor.image_token_id)

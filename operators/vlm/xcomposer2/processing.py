@@ -7,6 +7,11 @@ exactly those positions (vLLM's ``is_multimodal``).
 
 Number of tokens per image: VL ``(image_size / patch)^2`` (1225 at 490); 4KHD
 ``(h*w + 1) * s^2 + 1 + (h + 1) * s`` with ``s = crop / patch / 2`` (see ``hd.py``).
+
+Multimodal processor kwargs (engine-wide ``mm_processor_kwargs`` or per request): ``hd_num`` (4KHD
+tiles per image; default the config's) and ``hd_grids`` (per image, the ``[rows, cols]`` tile grid
+of an image the pipeline's CPU stage already laid out, or None for a raw image). A raw image always
+gets the HD transform; a marked one is checked against its grid and used as it is.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from vllm.multimodal.processing import (
 )
 
 from operators.vlm.xcomposer2.config import IMAGE_TOKEN, InternLMXComposer2Config
-from operators.vlm.xcomposer2.hd import hd_num_tokens, hd_size, normalize, prepare_4khd, prepare_vl
+from operators.vlm.xcomposer2.hd import check_prepared, hd_num_tokens, hd_size, normalize, prepare_4khd, prepare_vl
 
 
 class XComposer2ProcessingInfo(BaseProcessingInfo):
@@ -50,24 +55,45 @@ class XComposer2ProcessingInfo(BaseProcessingInfo):
             raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token")
         return tid
 
-    def prepare(self, image):
-        """The image the vision tower sees (VL resize or 4KHD layout); a no-op on prepared images."""
+    def hd_num(self, mm_kwargs: Mapping[str, object] | None = None) -> int:
+        """4KHD tiles per image: the request's ``hd_num``, the engine's, else the config's."""
+        merge = getattr(self.ctx, "get_merged_mm_kwargs", None)  # vLLM 0.29; 0.24 below
+        engine_wide = getattr(self.ctx.model_config, "mm_processor_kwargs", None) or {}
+        merged = merge(mm_kwargs or {}) if merge else {**engine_wide, **(mm_kwargs or {})}
+        return int(merged.get("hd_num") or self.get_hf_config().effective_hd_num())
+
+    @staticmethod
+    def grid(mm_kwargs: Mapping[str, object] | None, index: int) -> tuple[int, int] | None:
+        """The tile grid the CPU stage recorded for image ``index`` of a request, or None (a raw image)."""
+        grids = (mm_kwargs or {}).get("hd_grids") or ()
+        return tuple(grids[index]) if index < len(grids) and grids[index] is not None else None
+
+    def prepare(self, image, mm_kwargs: Mapping[str, object] | None = None, index: int = 0):
+        """The image the vision tower sees: VL resize, or the 4KHD layout (applied unless the image is marked)."""
         from PIL import Image
 
         if not isinstance(image, Image.Image):
             image = Image.fromarray(image if not isinstance(image, torch.Tensor) else image.numpy())
         c = self.clip()
+        crop = int(c["image_size"])
         if self.variant() == "vl":
-            return prepare_vl(image, int(c["image_size"]))
-        return prepare_4khd(image, self.get_hf_config().effective_hd_num(), int(c["image_size"]))
+            return prepare_vl(image, crop)
+        grid = self.grid(mm_kwargs, index)
+        if grid is not None:
+            check_prepared(image.width, image.height, grid, crop)
+            return image.convert("RGB")
+        return prepare_4khd(image, self.hd_num(mm_kwargs), crop)
 
-    def num_image_tokens(self, width: int, height: int) -> int:
+    def num_image_tokens(self, width: int, height: int, mm_kwargs: Mapping[str, object] | None = None,
+                         index: int = 0) -> int:
         c = self.clip()
         side = int(c["image_size"]) // int(c["patch_size"])
         if self.variant() == "vl":
             return side * side
         crop = int(c["image_size"])
-        w, h = hd_size(width, height, self.get_hf_config().effective_hd_num(), crop)
+        grid = self.grid(mm_kwargs, index)
+        w, h = (grid[1] * crop, grid[0] * crop) if grid is not None else hd_size(width, height, self.hd_num(mm_kwargs),
+                                                                                 crop)
         return hd_num_tokens(w, h, crop, side // 2)
 
     def largest_image(self) -> tuple[int, int]:
@@ -75,7 +101,7 @@ class XComposer2ProcessingInfo(BaseProcessingInfo):
         crop = int(self.clip()["image_size"])
         if self.variant() == "vl":
             return crop, crop
-        return crop, crop * self.get_hf_config().effective_hd_num()
+        return crop, crop * self.hd_num()
 
     def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
         return {"image": self.num_image_tokens(*self.largest_image())}
@@ -108,11 +134,12 @@ class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2Processing
         if not n:
             return BatchFeature({})
         images = mm_items.get_items("image", ImageProcessorItems)
-        return BatchFeature({"pixel_values": self._pixel_values(images.get(i) for i in range(n))})
+        return BatchFeature({"pixel_values": self._pixel_values([images.get(i) for i in range(n)],
+                                                                hf_processor_mm_kwargs)})
 
-    def _pixel_values(self, images) -> list[torch.Tensor]:
+    def _pixel_values(self, images, mm_kwargs=None) -> list[torch.Tensor]:
         """One normalised CHW tensor per image, in the variant's layout (VL resize or 4KHD tiles)."""
-        return [torch.from_numpy(normalize(self.info.prepare(im))) for im in images]
+        return [torch.from_numpy(normalize(self.info.prepare(im, mm_kwargs, i))) for i, im in enumerate(images)]
 
     # vLLM 0.24 (the GPU machines') processes the prompt *text* with these two hooks; 0.29 never
     # calls them. Exercised on an H100 with 0.24 (bench/results/gpu/), not by the CPU tests (0.29).
@@ -120,7 +147,7 @@ class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2Processing
         out: dict = {"input_ids": torch.tensor([self.info.get_tokenizer()(prompt)["input_ids"]])}
         images = list(mm_data.get("images") or [])
         if images:
-            out["pixel_values"] = self._pixel_values(images)
+            out["pixel_values"] = self._pixel_values(images, mm_kwargs)
         return BatchFeature(out)
 
     def _hf_processor_applies_updates(self, *args, **kwargs) -> bool:
@@ -134,6 +161,6 @@ class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2Processing
 
         def replacement(item_idx: int) -> list[int]:
             size = mm_items.get_items("image", ImageProcessorItems).get_image_size(item_idx)
-            return [token] * self.info.num_image_tokens(size.width, size.height)
+            return [token] * self.info.num_image_tokens(size.width, size.height, hf_processor_mm_kwargs, item_idx)
 
         return [PromptReplacement(modality="image", target=[token], replacement=replacement)]

@@ -7,7 +7,8 @@ published modeling code), one sequence at a time, no KV cache, float32 by defaul
   rows are laid out per KV head as ``[q_0 .. q_{g-1}, k, v]``, SwiGLU feed-forward (w1 gate,
   w3 up, w2 down).
 * Partial LoRA on ``wqkv``, ``wo``, ``w1``, ``w2``, ``w3``: ``y = W x + (alpha / r) * B A x`` only at
-  positions whose image mask is set (the image embeddings), ``y = W x`` elsewhere.
+  positions whose image mask is set (the image embeddings), ``y = W x`` elsewhere; rank and alpha
+  per projection from ``InternLMXComposer2Config.lora_for`` (4KHD's ``wqkv``: 8 / 16).
 * Vision: CLIP ViT-L/14 (transformers ``CLIPVisionModel``), the last layer's hidden states
   without the CLS token and without the post layer norm, then ``vision_proj`` (Linear, GELU,
   Linear). VL: one 490x490 view. 4KHD: a bicubic 336x336 global view plus ``h x w`` crops of
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from operators.vlm.xcomposer2.config import InternLMXComposer2Config
-from operators.vlm.xcomposer2.hd import hd_grid, normalize, prepare_4khd, prepare_vl
+from operators.vlm.xcomposer2.hd import check_prepared, hd_grid, normalize, prepare_4khd, prepare_vl
 
 _VIT_PUBLISHED = "vit.vision_tower.vision_model."
 _VIT_LOCAL = "vit."
@@ -77,12 +78,12 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, c: InternLMXComposer2Config):
+    def __init__(self, c: InternLMXComposer2Config, variant: str):
         super().__init__()
         self.h, self.kv, self.d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         self.theta = c.rope_parameters["rope_theta"]
-        self.wqkv = PLoRALinear(c.hidden_size, (self.h + 2 * self.kv) * self.d, c.lora_r, c.lora_alpha, c.bias)
-        self.wo = PLoRALinear(self.h * self.d, c.hidden_size, c.lora_r, c.lora_alpha, c.bias)
+        self.wqkv = PLoRALinear(c.hidden_size, (self.h + 2 * self.kv) * self.d, *c.lora_for("wqkv", variant), c.bias)
+        self.wo = PLoRALinear(self.h * self.d, c.hidden_size, *c.lora_for("wo", variant), c.bias)
 
     def forward(self, x: torch.Tensor, im_mask: torch.Tensor) -> torch.Tensor:
         t = x.shape[0]
@@ -113,9 +114,9 @@ class FeedForward(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, c: InternLMXComposer2Config):
+    def __init__(self, c: InternLMXComposer2Config, variant: str):
         super().__init__()
-        self.attention = Attention(c)
+        self.attention = Attention(c, variant)
         self.feed_forward = FeedForward(c)
         self.attention_norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.ffn_norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
@@ -126,10 +127,10 @@ class DecoderLayer(nn.Module):
 
 
 class InternLM2(nn.Module):
-    def __init__(self, c: InternLMXComposer2Config):
+    def __init__(self, c: InternLMXComposer2Config, variant: str):
         super().__init__()
         self.tok_embeddings = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(c) for _ in range(c.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(c, variant) for _ in range(c.num_hidden_layers))
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 
 
@@ -143,7 +144,7 @@ class XComposer2Reference(nn.Module):
         self.config, self.variant = config, variant
         clip = config.clip_config(variant)
         self.image_size, self.patch = int(clip["image_size"]), int(clip["patch_size"])
-        self.model = InternLM2(config)
+        self.model = InternLM2(config, variant)
         self.output = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.vit = CLIPVisionModel(CLIPVisionConfig(**clip))
         width = clip["hidden_size"] * (4 if variant == "4khd" else 1)
@@ -204,17 +205,24 @@ class XComposer2Reference(nn.Module):
         out = self.vit(pixel_values=pixels, output_hidden_states=True)
         return out.hidden_states[-1][:, 1:]
 
-    def prepare(self, image):
-        """The CPU step: the PIL image the vision tower's preprocessing starts from."""
+    def prepare(self, image, hd_num: int | None = None, grid: tuple[int, int] | None = None):
+        """The CPU step: the PIL image the vision tower's preprocessing starts from.
+
+        4KHD: the HD transform at ``hd_num`` (default the config's), unless ``grid`` marks the image as
+        already laid out in that many tiles (then it is checked and used as it is).
+        """
         if self.variant == "vl":
             return prepare_vl(image, self.image_size)
-        return prepare_4khd(image, self.config.effective_hd_num(), self.image_size)
+        if grid is not None:
+            check_prepared(image.width, image.height, grid, self.image_size)
+            return image.convert("RGB")
+        return prepare_4khd(image, hd_num or self.config.effective_hd_num(), self.image_size)
 
     @torch.no_grad()
-    def encode_image(self, image) -> torch.Tensor:
-        """``[tokens, hidden]`` language-model embeddings of one PIL image."""
+    def encode_image(self, image, hd_num: int | None = None, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """``[tokens, hidden]`` language-model embeddings of one PIL image (see :meth:`prepare`)."""
         dtype = self.output.weight.dtype
-        pixels = torch.from_numpy(normalize(self.prepare(image)))[None].to(dtype)
+        pixels = torch.from_numpy(normalize(self.prepare(image, hd_num, grid)))[None].to(dtype)
         if self.variant == "vl":
             return self.vision_proj(self._vit(pixels))[0]
         crop = self.image_size

@@ -148,7 +148,10 @@ class XComposer2Attention(nn.Module):
         self.kv_heads = max(1, self.total_kv // self.tp_size)
         self.head_dim = config.head_dim
         r = config.lora_r
-        self.wqkv = PLoRAQKV(config.hidden_size, self.head_dim, self.total_heads, self.total_kv, r,
+        # 4KHD's wqkv LoRA has its own rank and alpha; the shared mask carries lora_alpha / lora_r.
+        qkv_r, qkv_alpha = config.lora_for("wqkv", config.variant())
+        self.qkv_ratio = (qkv_alpha / qkv_r) / (config.lora_alpha / config.lora_r)
+        self.wqkv = PLoRAQKV(config.hidden_size, self.head_dim, self.total_heads, self.total_kv, qkv_r,
                              prefix=f"{prefix}.wqkv", quant_config=quant_config)
         self.wo = PLoRARow(self.total_heads * self.head_dim, config.hidden_size, r, prefix=f"{prefix}.wo",
                            quant_config=quant_config)
@@ -163,7 +166,7 @@ class XComposer2Attention(nn.Module):
         return split_grouped(qkv, self.total_heads, self.total_kv, self.head_dim, self.tp_size, self.tp_rank)
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._split(self.wqkv.plora(x, mask))
+        q, k, v = self._split(self.wqkv.plora(x, mask if self.qkv_ratio == 1 else mask * self.qkv_ratio))
         q, k = self.rotary_emb(positions, q, k)
         return self.wo.plora(self.attn(q, k, v), mask)
 
@@ -246,6 +249,7 @@ class InternLMXComposer2ForCausalLM(nn.Module, SupportsMultiModal):
         config: InternLMXComposer2Config = vllm_config.model_config.hf_config
         self.config = config
         self.variant = config.variant(vllm_config.model_config.model)
+        config.xcomposer_variant = self.variant  # the layers below read it (4KHD's own wqkv LoRA)
         clip = config.clip_config(self.variant)
         self.image_size, self.patch = int(clip["image_size"]), int(clip["patch_size"])
         width = int(clip["hidden_size"]) * (4 if self.variant == "4khd" else 1)
