@@ -74,11 +74,7 @@ class CaptionActor(EngineActor):
                     continue
                 requests.append(GenerationRequest(ids[i], prompts[i], (image,)))
                 ready.append(i)
-            self.metrics.submitted(len(requests))
-            try:
-                results = await self.generate(requests)
-            finally:
-                self.metrics.answered(len(requests))
+            results = await self.generate(requests)
             for i, res in zip(ready, results, strict=True):
                 out[C.PROMPT][i] = prompts[i]
                 out[C.CAPTION][i] = res.text

@@ -74,11 +74,7 @@ class QAActor(EngineActor):
     async def _ask(self, requests: list[GenerationRequest], tokens: list[list[int]],
                    rows: list[int]) -> list[GenerationResult]:
         """Generate ``requests`` (one per entry of ``rows``), adding each one's tokens to its row's totals."""
-        self.metrics.submitted(len(requests))
-        try:
-            results = await self.generate(requests)
-        finally:
-            self.metrics.answered(len(requests))
+        results = await self.generate(requests)
         for i, res in zip(rows, results, strict=True):
             tokens[i][0] += res.num_prompt_tokens or 0
             tokens[i][1] += res.num_generated_tokens or 0

@@ -124,9 +124,16 @@ class EngineActor:
         return request_image(buffer, width, height, getattr(self.engine, "takes_arrays", False))
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """``self.engine.generate``; a dead engine ends this process so Ray replaces the actor and retries."""
+        """``self.engine.generate``, counted in the queue-depth gauge of ``self.metrics`` (when the actor has one);
+        a dead engine ends this process so Ray replaces the actor and retries."""
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.submitted(len(requests))
         try:
             return await self.engine.generate(requests)
         except EngineDead as exc:
             log.error("engine died (%s); exiting so the actor is replaced", exc)
             os._exit(1)
+        finally:
+            if metrics is not None:
+                metrics.answered(len(requests))

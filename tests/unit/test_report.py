@@ -69,6 +69,19 @@ def test_running_count_is_throttled_but_always_prints_the_end():
     assert lines[-1].startswith("[vlmbatch] 10/10 images done (1 failed, 10 resumed)")
 
 
+def test_an_unknown_total_says_so_until_the_end_and_the_end_once():
+    stream = io.StringIO()
+    obs = RunObserver(stream=stream, min_interval_s=0.0)
+    obs.start(None)
+    obs.shard({"rows": 5, "by_status": json.dumps({"ok": 5}), "generated_tokens": 50,
+               "qa": json.dumps({"by_status": {"ok": 4}, "prompt_tokens": 9, "generated_tokens": 30, "engine": "e"})})
+    obs.finish()
+    obs.finish()
+    lines = stream.getvalue().splitlines()
+    assert [ln.split(" images done")[0] for ln in lines] == ["[vlmbatch] 0/?", "[vlmbatch] 5/?", "[vlmbatch] 5/5"]
+    assert obs.tokens == 80, "caption and QA tokens both count"
+
+
 def test_report_files_hold_the_figures(tmp_path):
     run = tmp_path / "run-b"
     manifest, _ = make_committed_run(str(run), StorageConfig(), shards=4, rows=10)
