@@ -223,8 +223,9 @@ class ImagePlacer:
     def _under_root(self, rows: list[dict], skipped) -> list[dict]:
         inside = [r for r in rows if container(r[C.SOURCE]) is not None]
         if inside:
-            raise ExportError(f"{len(inside)} image(s) live inside {container(inside[0][C.SOURCE])[1]} (tar shards or "
-                              "Parquet rows) and exist as no file; export with --images-to DIR to write them out")
+            raise ExportError(f"{len(inside)} image(s) live inside tar shards or Parquet rows (e.g. "
+                              f"{container(inside[0][C.SOURCE])[1]}) and exist as no file; export with --images-to "
+                              "DIR to write them out")
         if self.root is None:
             raise ExportError("no image root to make paths relative to; pass --image-root or --images-to")
         placed = []

@@ -138,6 +138,9 @@ def test_a_missing_image_file_fails_the_export(tmp_path):
     with pytest.raises(ExportError, match="1 named image file.* do not exist, e.g. .*coco/b.jpg"):
         export_llava(run_root, str(tmp_path / "x.json"), image_root=str(images))
     assert not (tmp_path / "x.json").exists()
+    with pytest.raises(ExportError, match="1 image.* cannot be read back, e.g. .*coco/b.jpg"):
+        export_hf_parquet(run_root, str(tmp_path / "hf"), rows_per_shard=1)
+    assert not list((tmp_path / "hf" / "data").iterdir()), "the shard written before the failure is removed"
 
 
 def test_only_committed_runs(tmp_path):
