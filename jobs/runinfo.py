@@ -35,7 +35,8 @@ def status_lines(run_root: str, endpoint_url: str | None = None) -> tuple[int, l
         s = manifest.summary
         lines = [
             f"run {manifest.run_id}: committed {manifest.created_at}",
-            f"job {manifest.job}, model {manifest.model_id}, engine {manifest.engine}",
+            f"job {manifest.job}, model {manifest.model_id}, engine {manifest.engine}"
+            + (f"; qa model {manifest.qa_model_id}, engine {manifest.qa_engine}" if manifest.qa_model_id else ""),
             f"{len(manifest.files)} data files, {len(manifest.error_files)} error files",
             *s.render().splitlines(),
         ]
@@ -88,11 +89,20 @@ def report_command(run_root: str, endpoint_url: str | None = None, html_out: str
     print(f"run {report['run_id']} ({report['job']}), committed {report['created_at']}")
     print(f"rows {s['rows_out']}/{s['rows_in']}, failed {report['failed']}, "
           f"{s['images_per_s']:.2f} images/s, {s['generated_tokens_per_s']:.1f} tokens/s, wall {s['wall_s']:.1f} s")
+    if figs.get("startup_s") is not None:
+        print(f"engine start-up {figs['startup_s']:.1f} s")
     print("status: " + ", ".join(f"{k}={v}" for k, v in figs["status_breakdown"].items()))
     hist = figs["generated_length_histogram"]
     if hist and hist.get("rows"):
         print(f"generated length: mean {hist['mean']} tokens over {hist['rows']} ok rows, "
               f"range {hist['bin_edges'][0]}-{hist['bin_edges'][-1] - 1}")
+    if "qa_status_breakdown" in figs:
+        print(f"qa: {s.get('qa_pairs', 0)} pairs, {s.get('qa_generated_tokens_per_s', 0):.1f} tokens/s, model "
+              f"{report.get('qa_model_id')} ({report.get('qa_engine')}); status: "
+              + ", ".join(f"{k}={v}" for k, v in figs["qa_status_breakdown"].items()))
+        answers = figs.get("qa_answer_length_histogram")
+        if answers and answers.get("rows"):
+            print(f"qa answer length: mean {answers['mean']} tokens over {answers['rows']} ok answers")
     for stage in figs["stage_time"]:
         if stage.get("busy_s") is not None:
             print(f"stage {stage['stage']}: {stage['busy_s']:.1f} task-s over {stage['span_s']:.1f} s")

@@ -145,6 +145,10 @@ class SourceOperator(ABC):
         """Number of rows the source yields, where known without reading (for the manifest)."""
         return None
 
+    def progress_total(self) -> int | None:
+        """Rows to show as the progress line's total: :meth:`count`, or an estimate a source can give cheaply."""
+        return self.count()
+
     def ids(self) -> list[str] | None:
         """Ids of the rows the source yields, where known at listing (resume and schedules count with them)."""
         return None

@@ -23,7 +23,8 @@ from schemas.spec import CaptionConfig, ModelConfig, ResourcesConfig, SamplingCo
 from schemas.status import Status
 
 PRODUCES = (C.PROMPT, C.CAPTION, C.NUM_PROMPT_TOKENS, C.NUM_GENERATED_TOKENS, C.FINISH_REASON, C.STATUS, C.ERROR,
-            C.MODEL_ID, C.MODEL_REVISION, C.ENGINE, C.SAMPLING_HASH, C.CODE_VERSION, C.RUN_ID)
+            C.MODEL_ID, C.MODEL_REVISION, C.ENGINE, C.SAMPLING_HASH, C.CODE_VERSION, C.RUN_ID, C.DONE_AT,
+            C.ENGINES_READY_AT)
 IMAGE_NEEDS = (C.ID, C.PIXELS, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR)
 MAX_BEAMS = 10  # vLLM's default max_logprobs (20) / 2 candidates per beam
 
@@ -47,14 +48,15 @@ class CaptionActor(EngineActor):
         self.provenance = provenance
         self.keep_pixels = keep_pixels
         self.metrics = RunMetrics(provenance.run_id)
-        self.engine = engine()
+        self.load_engine(engine)
 
     async def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         statuses = table.column(C.STATUS).to_pylist()
         errors = table.column(C.ERROR).to_pylist()
         ids = table.column(C.ID).to_pylist()
-        out: dict[str, list] = {name: [None] * n for name in PRODUCES if name not in (C.STATUS, C.ERROR)}
+        out: dict[str, list] = {name: [None] * n for name in PRODUCES
+                                if name not in (C.STATUS, C.ERROR, C.DONE_AT, C.ENGINES_READY_AT)}
         todo = [i for i in range(n) if statuses[i] == Status.OK.value]
         # A per-row instruction (drawn from a prompt set upstream) overrides caption.prompt.
         instructions = table.column(C.INSTRUCTION).to_pylist() if C.INSTRUCTION in table.column_names else [None] * n
@@ -74,11 +76,7 @@ class CaptionActor(EngineActor):
                     continue
                 requests.append(GenerationRequest(ids[i], prompts[i], (image,), layouts[i]))
                 ready.append(i)
-            self.metrics.submitted(len(requests))
-            try:
-                results = await self.generate(requests)
-            finally:
-                self.metrics.answered(len(requests))
+            results = await self.generate(requests)
             for i, res in zip(ready, results, strict=True):
                 out[C.PROMPT][i] = prompts[i]
                 out[C.CAPTION][i] = res.text
@@ -96,6 +94,7 @@ class CaptionActor(EngineActor):
             out[name] = [value] * n
         if not self.keep_pixels:
             table = table.drop_columns([C.PIXELS])
+        self.stamp_times(out, table)
         return set_columns(table, {**out, C.STATUS: statuses, C.ERROR: errors})
 
 

@@ -10,6 +10,9 @@ the run id. Ray exports them on every node's metrics port with a ``ray_`` prefix
 | ``vlmbatch_generated_tokens`` | counter | run_id | tokens generated |
 | ``vlmbatch_prompt_tokens`` | counter | run_id | prompt tokens (image tokens included) |
 | ``vlmbatch_engine_queue_depth`` | gauge | run_id | requests handed to this actor's engine and not yet answered |
+| ``vlmbatch_qa_pairs`` | counter | run_id, status | question-answer pairs that left the QA stage, per status |
+| ``vlmbatch_qa_generated_tokens`` | counter | run_id | tokens the QA pool generated (answers and questions) |
+| ``vlmbatch_qa_prompt_tokens`` | counter | run_id | prompt tokens of the QA pool |
 
 Outside a Ray worker (unit tests, plain scripts) the calls do nothing.
 """
@@ -29,6 +32,9 @@ FAILED = "vlmbatch_images_failed"
 GENERATED_TOKENS = "vlmbatch_generated_tokens"
 PROMPT_TOKENS = "vlmbatch_prompt_tokens"
 QUEUE_DEPTH = "vlmbatch_engine_queue_depth"
+QA_PAIRS = "vlmbatch_qa_pairs"
+QA_GENERATED_TOKENS = "vlmbatch_qa_generated_tokens"
+QA_PROMPT_TOKENS = "vlmbatch_qa_prompt_tokens"
 
 
 class RunMetrics:
@@ -52,6 +58,11 @@ class RunMetrics:
                 PROMPT_TOKENS: metrics.Counter(PROMPT_TOKENS, "Prompt tokens, image tokens included.", ("run_id",)),
                 QUEUE_DEPTH: metrics.Gauge(QUEUE_DEPTH, "Requests handed to this actor's engine, not yet answered.",
                                            ("run_id",)),
+                QA_PAIRS: metrics.Counter(QA_PAIRS, "Question-answer pairs that left the QA stage.",
+                                          ("run_id", "status")),
+                QA_GENERATED_TOKENS: metrics.Counter(QA_GENERATED_TOKENS, "Tokens the QA pool generated.",
+                                                     ("run_id",)),
+                QA_PROMPT_TOKENS: metrics.Counter(QA_PROMPT_TOKENS, "Prompt tokens of the QA pool.", ("run_id",)),
             }
         except Exception as exc:  # noqa: BLE001 - metrics must never stop a run
             log.warning("run metrics disabled: %s", exc)
@@ -94,3 +105,16 @@ class RunMetrics:
             self._m[GENERATED_TOKENS].inc(gen, tags)
         if prompt:
             self._m[PROMPT_TOKENS].inc(prompt, tags)
+
+    def qa_pairs(self, statuses: Iterable[str], generated_tokens: Iterable[int], prompt_tokens: Iterable[int]) -> None:
+        """A batch left the QA stage with pairs of these statuses and these token totals."""
+        if not self._m:
+            return
+        tags = {"run_id": self.run_id}
+        for status, n in Counter(statuses).items():
+            self._m[QA_PAIRS].inc(n, {**tags, "status": status})
+        gen, prompt = sum(generated_tokens), sum(prompt_tokens)
+        if gen:
+            self._m[QA_GENERATED_TOKENS].inc(gen, tags)
+        if prompt:
+            self._m[QA_PROMPT_TOKENS].inc(prompt, tags)

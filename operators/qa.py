@@ -18,9 +18,10 @@ import pyarrow as pa
 from operators.base import PipelineError, Stage
 from operators.caption import IMAGE_NEEDS, checked_family, engine_stage
 from operators.draw import draw
+from operators.metrics import RunMetrics
 from operators.postcheck import check_generation
 from operators.rows import set_columns
-from operators.vlm.engine import Engine, EngineActor, GenerationRequest, layout_kwargs
+from operators.vlm.engine import Engine, EngineActor, GenerationRequest, GenerationResult, layout_kwargs
 from operators.vlm.factory import EngineFactory
 from operators.vlm.registry import ModelFamily, get_family
 from schemas import columns as C
@@ -28,7 +29,8 @@ from schemas.provenance import Provenance
 from schemas.spec import ModelConfig, PostCheckConfig, QAConfig, ResourcesConfig, SamplingConfig
 from schemas.status import Status
 
-PRODUCES = (C.QA, C.QA_MODEL_ID, C.QA_ENGINE)
+PRODUCES = (C.QA, C.QA_PROMPT_TOKENS, C.QA_GENERATED_TOKENS, C.QA_MODEL_ID, C.QA_MODEL_REVISION, C.QA_ENGINE,
+            C.QA_SAMPLING_HASH, C.DONE_AT, C.ENGINES_READY_AT)
 _NUMBERING = re.compile(r"^\s*(?:\d+[.):]|[-*\u2022]|Q\d*[.):]?)\s*", re.IGNORECASE)
 _CAPTION_CHARS = 2000  # a runaway caption must not push the question prompt past the context
 
@@ -43,9 +45,10 @@ def parse_questions(text: str | None, n: int) -> list[str]:
     return out[:n]
 
 
-def _pair(question, answer=None, origin=None, status=Status.OK, error=None, finish_reason=None) -> dict:
+def _pair(question, answer, origin, status: Status, error, res: GenerationResult) -> dict:
     return {C.QA_QUESTION: question, C.QA_ANSWER: answer, C.QA_ORIGIN: origin, C.STATUS: status.value,
-            C.ERROR: error, C.FINISH_REASON: finish_reason}
+            C.ERROR: error, C.FINISH_REASON: res.finish_reason, C.NUM_PROMPT_TOKENS: res.num_prompt_tokens,
+            C.NUM_GENERATED_TOKENS: res.num_generated_tokens}
 
 
 class QAActor(EngineActor):
@@ -66,7 +69,17 @@ class QAActor(EngineActor):
         self.qa = qa
         self.postcheck = postcheck
         self.provenance = provenance
-        self.engine = engine()
+        self.metrics = RunMetrics(provenance.run_id)
+        self.load_engine(engine)
+
+    async def _ask(self, requests: list[GenerationRequest], tokens: list[list[int]],
+                   rows: list[int]) -> list[GenerationResult]:
+        """Generate ``requests`` (one per entry of ``rows``), adding each one's tokens to its row's totals."""
+        results = await self.generate(requests)
+        for i, res in zip(rows, results, strict=True):
+            tokens[i][0] += res.num_prompt_tokens or 0
+            tokens[i][1] += res.num_generated_tokens or 0
+        return results
 
     def _questions(self, row_id: str, manifest_questions: list[str] | None) -> tuple[list[str], str] | None:
         """Questions and their origin from the first configured place that has some; None: generate."""
@@ -86,6 +99,7 @@ class QAActor(EngineActor):
         captions = table.column(C.CAPTION).to_pylist() if C.CAPTION in table.column_names else [None] * n
         asked = table.column(C.QUESTIONS).to_pylist() if C.QUESTIONS in table.column_names else [None] * n
         qa: list[list[dict] | None] = [None] * n
+        tokens = [[0, 0] for _ in range(n)]  # prompt, generated: every QA generation of the row
         todo = [i for i in range(n) if statuses[i] == Status.OK.value]
         images = {}
         if todo:
@@ -108,27 +122,36 @@ class QAActor(EngineActor):
                 self.qa.generate_prompt.format(caption=(captions[i] or "")[:_CAPTION_CHARS], n=k)), (images[i],),
                 layouts[i])
                 for i in generate]
-            for i, res in zip(generate, await self.generate(reqs), strict=True):
+            for i, res in zip(generate, await self._ask(reqs, tokens, generate), strict=True):
                 failed = ((res.status, res.error) if res.status != Status.OK
                           else check_generation(res.text, res.finish_reason, self.postcheck))
                 parsed = parse_questions(res.text, k) if failed is None else []
                 if failed is None and not parsed:
                     failed = (Status.EMPTY_GENERATION, "the question generation held no question")
                 if failed is not None:
-                    qa[i].append(_pair(res.text, None, "generate", failed[0], failed[1], res.finish_reason))
+                    qa[i].append(_pair(res.text, None, "generate", failed[0], failed[1], res))
                 questions[i] = [(q, "generate") for q in parsed]
         pairs = [(i, q, origin) for i in todo for q, origin in questions.get(i, [])]
         if pairs:
             reqs = [GenerationRequest(f"{ids[i]}-qa{j}", self.family.build_prompt(q), (images[i],), layouts[i])
                     for j, (i, q, _) in enumerate(pairs)]
-            for (i, q, origin), res in zip(pairs, await self.generate(reqs), strict=True):
+            answered = await self._ask(reqs, tokens, [i for i, _, _ in pairs])
+            for (i, q, origin), res in zip(pairs, answered, strict=True):
                 failed = ((res.status, res.error) if res.status != Status.OK
                           else check_generation(res.text, res.finish_reason, self.postcheck))
                 status, error = failed if failed is not None else (Status.OK, None)
-                qa[i].append(_pair(q, res.text, origin, status, error, res.finish_reason))
+                qa[i].append(_pair(q, res.text, origin, status, error, res))
+        asked = [i for i in todo if qa[i]]
+        self.metrics.qa_pairs([p[C.STATUS] for i in asked for p in qa[i]], [tokens[i][1] for i in asked],
+                              [tokens[i][0] for i in asked])
         p = self.provenance
-        out = {C.QA: qa, C.QA_MODEL_ID: [p.model_id] * n, C.QA_ENGINE: [self.engine.name] * n}
-        return set_columns(table.drop_columns([C.PIXELS]), out)
+        out = {C.QA: qa, C.QA_PROMPT_TOKENS: [t[0] if qa[i] is not None else None for i, t in enumerate(tokens)],
+               C.QA_GENERATED_TOKENS: [t[1] if qa[i] is not None else None for i, t in enumerate(tokens)],
+               C.QA_MODEL_ID: [p.model_id] * n, C.QA_MODEL_REVISION: [p.model_revision] * n,
+               C.QA_ENGINE: [self.engine.name] * n, C.QA_SAMPLING_HASH: [p.sampling_hash] * n}
+        table = table.drop_columns([C.PIXELS])
+        self.stamp_times(out, table)
+        return set_columns(table, out)
 
 
 def qa_stage(model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postcheck: PostCheckConfig,

@@ -1,8 +1,10 @@
 """What the operator sees during a run, from the driver's commit loop.
 
 :class:`RunObserver` gets one call per committed shard and prints one line of running counts
-(images done, failed, images/s, tokens/s) beside Ray Data's per-operator progress bars. It
-keeps a timeline of those counts, which the run's report draws. It only observes: it writes
+(images done, failed, images/s, tokens/s of caption and QA together) beside Ray Data's
+per-operator progress bars; a source that cannot count its rows before reading them shows
+``N/? images done`` until the end. It keeps the shards' per-batch completion times
+(:class:`pipeline.figures.Timeline`), which the run's report draws. It only observes: it writes
 nothing and never fails a run.
 """
 
@@ -13,6 +15,7 @@ import sys
 import time
 from typing import TextIO
 
+from pipeline.figures import Timeline
 from schemas.status import Status
 
 
@@ -31,29 +34,34 @@ class RunObserver:
         self.rows_in: int | None = None
         self.resumed = 0
         self.done = self.failed = self.tokens = 0
-        self.timeline: list[tuple[float, int, int]] = []
+        self.timeline = Timeline(time.time())
         self._last_print = float("-inf")
         self._last_line = ""
 
     def start(self, rows_in: int | None, resumed: int = 0) -> None:
-        """The commit loop begins: ``resumed`` rows were already in staging from an earlier attempt."""
+        """The commit loop begins: ``resumed`` rows were already in staging from an earlier attempt.
+
+        ``rows_in`` None: the source could not count its rows; the line says ``?`` until :meth:`finish`.
+        """
         self.started = time.monotonic()
+        self.timeline = Timeline(time.time())
         self.rows_in, self.resumed = rows_in, resumed
         self._print(force=True)
 
     def shard(self, meta: dict) -> None:
-        """One shard was written: its metadata row (rows, by_status JSON, token counts)."""
+        """One shard was written: its metadata row (rows, by_status JSON, token counts, QA and batch times)."""
         self.done += int(meta["rows"])
         statuses = json.loads(meta["by_status"]) if isinstance(meta["by_status"], str) else meta["by_status"]
         self.failed += sum(n for s, n in statuses.items() if s != Status.OK.value)
-        self.tokens += int(meta.get("generated_tokens") or 0)
-        self.timeline.append((round(time.monotonic() - self.started, 3), self.done, self.tokens))
+        qa = json.loads(meta["qa"]) if meta.get("qa") else {}
+        self.tokens += int(meta.get("generated_tokens") or 0) + int(qa.get("generated_tokens") or 0)
+        self.timeline.add(meta.get("timing"))
         self._print()
 
     def line(self) -> str:
         """The running count, e.g. ``[vlmbatch] 120/500 images done (3 failed), 4.10 images/s, 210.3 tokens/s``."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        total = f"/{self.rows_in - self.resumed}" if self.rows_in is not None else ""
+        total = f"/{self.rows_in - self.resumed}" if self.rows_in is not None else "/?"
         resumed = f", {self.resumed} resumed" if self.resumed else ""
         return (f"[vlmbatch] {self.done}{total} images done ({self.failed} failed{resumed}), "
                 f"{self.done / elapsed:.2f} images/s, {self.tokens / elapsed:.1f} tokens/s")
@@ -70,6 +78,11 @@ class RunObserver:
         print(line, file=self.stream or sys.stderr, flush=True)
 
     def finish(self) -> None:
-        """The loop is over: print the last count, unless the last line printed already says it."""
+        """The loop is over: print the last count, unless the last line printed already says it.
+
+        An unknown total is known now: every row has been written.
+        """
+        if self.rows_in is None:
+            self.rows_in = self.done + self.resumed
         if self.line().split("),")[0] != self._last_line.split("),")[0]:
             self._print(force=True)

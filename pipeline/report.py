@@ -4,9 +4,11 @@
     <sink>/<run_id>/report.json      the figures below, as data
     <sink>/<run_id>/report.html      the same figures as a page a person opens (inline SVG, no network)
 
-Figures: throughput over time (images/s of this attempt, from the commit loop's timeline),
-status breakdown (from the manifest), generated-length histogram (read from the committed
-files' token counts), per-stage time (Ray Data's operator statistics). The report is written
+Figures: throughput over time (images/s of this attempt, from the engine actors' per-batch
+completion times) with the engines' start-up as its own segment, status breakdown (from the
+manifest), generated-length histogram (read from the committed files' token counts), per-stage
+time (Ray Data's operator statistics); for runs with QA, the pairs' status breakdown and the
+answers' length histogram, and the QA model's provenance beside the caption model's. The report is written
 after the manifest and never changes what was committed: a report that cannot be written is a
 warning, not a failed run. ``build_report`` also works from the manifest alone, which is how
 ``vlmbatch report`` rebuilds a report a run did not leave.
@@ -27,13 +29,18 @@ from schemas.status import Status
 if TYPE_CHECKING:
     import ray.data
 
+    from pipeline.figures import Timeline
     from schemas.manifest import Manifest
     from schemas.spec import StorageConfig
 
 log = logging.getLogger(__name__)
 
-REPORT_VERSION = "1"
+#: 2: throughput from per-batch completion times with ``startup_s``; QA figures and provenance.
+REPORT_VERSION = "2"
 REPORT_JSON = "report.json"
+#: Manifest fields the report carries as they are: the caption model's provenance, then the QA model's.
+PROVENANCE = ("model_id", "model_revision", "engine", "sampling_hash", "qa_model_id", "qa_model_revision",
+              "qa_engine", "qa_sampling_hash", "code_version")
 REPORT_HTML = "report.html"
 HIST_BINS = 20
 
@@ -63,41 +70,32 @@ def stage_times(ds: ray.data.Dataset) -> list[dict]:
     return out
 
 
-def throughput_series(timeline: list[tuple[float, int, int]], buckets: int = 20) -> list[dict]:
-    """Images/s and tokens/s per time bucket, from cumulative (t_s, rows, tokens) points."""
-    if not timeline:
+def throughput_series(batches: list[tuple[float, int, int]], startup_s: float | None = None,
+                      buckets: int = 20) -> list[dict]:
+    """Images/s and tokens/s over time from per-batch completions ``(t_s, rows, tokens)``, ``t_s`` from the start.
+
+    The engines' start-up (``[0, startup_s]``) is not part of the series: the page draws it as its
+    own segment. The series covers the start of work to the last completion in as many buckets as
+    there were batches (at most ``buckets``), each the rows done in it over its width, so it adds up
+    to the rows and a short run is not one spike.
+    """
+    if not batches:
         return []
-    end = max(t for t, _, _ in timeline) or 1e-9
-    width = end / buckets
-    series = []
-    prev_rows = prev_tokens = 0
-    i = 0
-    points = sorted(timeline)
-    for b in range(1, buckets + 1):
-        rows, tokens = prev_rows, prev_tokens
-        while i < len(points) and points[i][0] <= b * width + 1e-9:
-            rows, tokens = points[i][1], points[i][2]
-            i += 1
-        series.append({"t_s": round(b * width, 3), "images_per_s": round((rows - prev_rows) / width, 4),
-                       "tokens_per_s": round((tokens - prev_tokens) / width, 3)})
-        prev_rows, prev_tokens = rows, tokens
-    return series
+    end = max(t for t, _, _ in batches)
+    begin = min(startup_s or 0.0, min(t for t, _, _ in batches))
+    n = max(1, min(buckets, len(batches)))
+    width = max((end - begin) / n, 1e-9)
+    rows, tokens = [0] * n, [0] * n
+    for t, r, k in batches:
+        b = min(n - 1, int((t - begin) / width))
+        rows[b] += r
+        tokens[b] += k
+    return [{"t_s": round(begin + (b + 1) * width, 3), "images_per_s": round(rows[b] / width, 4),
+             "tokens_per_s": round(tokens[b] / width, 3)} for b in range(n)]
 
 
-def length_histogram(manifest: Manifest, run_root: str, storage: StorageConfig | None) -> dict | None:
-    """Histogram of generated tokens over ``ok`` rows, read through the manifest; None without the column."""
-    fs, root = filesystem(run_root, storage)
-    lengths: list[int] = []
-    for entry in manifest.files:
-        with fs.open(f"{root}/{entry.path}", "rb") as f:
-            pf = pq.ParquetFile(f)
-            names = set(pf.schema_arrow.names)
-            if C.NUM_GENERATED_TOKENS not in names or C.STATUS not in names:
-                return None
-            t = pf.read(columns=[C.NUM_GENERATED_TOKENS, C.STATUS])
-        for n, status in zip(t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True):
-            if status == Status.OK.value and n is not None:
-                lengths.append(int(n))
+def histogram(lengths: list[int]) -> dict:
+    """About :data:`HIST_BINS` bins of whole-token width over ``lengths``."""
     if not lengths:
         return {"bin_edges": [], "counts": [], "rows": 0}
     lo, hi = min(lengths), max(lengths)
@@ -109,27 +107,65 @@ def length_histogram(manifest: Manifest, run_root: str, storage: StorageConfig |
     return {"bin_edges": edges, "counts": counts, "rows": len(lengths), "mean": round(sum(lengths) / len(lengths), 2)}
 
 
+def length_histograms(manifest: Manifest, run_root: str,
+                      storage: StorageConfig | None) -> tuple[dict | None, dict | None]:
+    """Generated tokens of ``ok`` captions and of ``ok`` QA answers, read through the manifest.
+
+    Either is None when the records carry no such counts (a run without QA; a version-1 run's QA pairs).
+    """
+    fs, root = filesystem(run_root, storage)
+    captions: list[int] | None = []
+    answers: list[int] | None = []
+    for entry in manifest.files:
+        with fs.open(f"{root}/{entry.path}", "rb") as f:
+            pf = pq.ParquetFile(f)
+            schema = pf.schema_arrow
+            names = set(schema.names)
+            if C.NUM_GENERATED_TOKENS not in names or C.STATUS not in names:
+                captions = None
+            qa_counted = C.QA in names and C.NUM_GENERATED_TOKENS in {
+                pair.name for pair in schema.field(C.QA).type.value_type}
+            if not qa_counted:
+                answers = None
+            t = pf.read(columns=[c for c in (C.NUM_GENERATED_TOKENS, C.STATUS, C.QA)
+                                 if c in names and (c != C.QA or qa_counted)])
+        rows = t.to_pylist()
+        if captions is not None:
+            captions += [int(r[C.NUM_GENERATED_TOKENS]) for r in rows
+                         if r[C.STATUS] == Status.OK.value and r[C.NUM_GENERATED_TOKENS] is not None]
+        if answers is not None:
+            answers += [int(p[C.NUM_GENERATED_TOKENS]) for r in rows for p in r.get(C.QA) or []
+                        if p[C.STATUS] == Status.OK.value and p[C.NUM_GENERATED_TOKENS] is not None]
+    return (histogram(captions) if captions is not None else None,
+            histogram(answers) if answers is not None and manifest.summary.qa_pairs else None)
+
+
 def build_report(manifest: Manifest, run_root: str, storage: StorageConfig | None = None,
-                 timeline: list[tuple[float, int, int]] | None = None, stages: list[dict] | None = None) -> dict:
+                 timeline: Timeline | None = None, stages: list[dict] | None = None) -> dict:
     """The report of a committed run as JSON-ready data."""
     summary = manifest.summary
     failed = {k: v for k, v in summary.by_status.items() if k != Status.OK.value}
+    captions, answers = length_histograms(manifest, run_root, storage)
+    startup = timeline.startup_s if timeline is not None else summary.startup_s
+    figures = {
+        "throughput": throughput_series(timeline.batches if timeline else [], startup),
+        "startup_s": startup,
+        "status_breakdown": dict(sorted(summary.by_status.items(), key=lambda kv: -kv[1])),
+        "generated_length_histogram": captions,
+        "stage_time": stages or [],
+    }
+    if summary.qa_pairs:
+        figures["qa_status_breakdown"] = dict(sorted(summary.qa_by_status.items(), key=lambda kv: -kv[1]))
+        figures["qa_answer_length_histogram"] = answers
     return {
         "report_version": REPORT_VERSION,
         "run_id": manifest.run_id,
         "job": manifest.job,
         "created_at": manifest.created_at,
-        "model_id": manifest.model_id,
-        "engine": manifest.engine,
-        "code_version": manifest.code_version,
+        **{k: getattr(manifest, k) for k in PROVENANCE},
         "summary": summary.model_dump(mode="json"),
         "failed": sum(failed.values()),
-        "figures": {
-            "throughput": throughput_series(timeline or []),
-            "status_breakdown": dict(sorted(summary.by_status.items(), key=lambda kv: -kv[1])),
-            "generated_length_histogram": length_histogram(manifest, run_root, storage),
-            "stage_time": stages or [],
-        },
+        "figures": figures,
     }
 
 
@@ -143,8 +179,7 @@ def write_report(report: dict, run_root: str, storage: StorageConfig | None = No
 
 
 def publish_report(manifest: Manifest, run_root: str, storage: StorageConfig | None = None,
-                   timeline: list[tuple[float, int, int]] | None = None,
-                   ds: ray.data.Dataset | None = None) -> dict | None:
+                   timeline: Timeline | None = None, ds: ray.data.Dataset | None = None) -> dict | None:
     """Build and write the report of a committed run; None (and a warning) if it cannot be written.
 
     The manifest is already the truth when this runs: a report failure never fails the run.

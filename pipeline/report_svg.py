@@ -102,8 +102,9 @@ def hbar_chart(title: str, labels: list[str], values: list[float], xlabel: str) 
     return "".join(parts)
 
 
-def line_chart(title: str, xs: list[float], ys: list[float], xlabel: str, ylabel: str) -> str:
-    """One series as a polyline with dots."""
+def line_chart(title: str, xs: list[float], ys: list[float], xlabel: str, ylabel: str,
+               segment: tuple[float, str] | None = None) -> str:
+    """One series as a polyline with dots; ``segment`` ``(x_end, label)`` shades ``[0, x_end]`` as its own phase."""
     if not xs:
         return empty_chart(title, "no data")
     ymax = _nice_max(max(ys))
@@ -111,6 +112,14 @@ def line_chart(title: str, xs: list[float], ys: list[float], xlabel: str, ylabel
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
     pts = [(LEFT + pw * x / xmax, TOP + ph - ph * y / ymax) for x, y in zip(xs, ys, strict=True)]
     parts = _frame("line", title, ymax, xlabel, ylabel, len(xs))
+    if segment is not None and segment[0] > 0:
+        x_end, label = min(segment[0], xmax), segment[1]
+        sw = pw * x_end / xmax
+        parts.append(f'<rect class="segment" x="{LEFT}" y="{TOP}" width="{sw:.1f}" height="{ph}" fill="#eeeeee" '
+                     f'data-label="{escape(label)}" data-end="{segment[0]:g}"><title>{escape(label)}: '
+                     f"{segment[0]:.1f} s</title></rect>")
+        parts.append(f'<text x="{LEFT + sw / 2:.1f}" y="{TOP + 14}" text-anchor="middle" font-size="11" '
+                     f'fill="#555">{escape(label)}</text>')
     for i in range(5):
         x = LEFT + pw * i / 4
         parts.append(f'<text x="{x:.1f}" y="{TOP + ph + 15}" text-anchor="middle" font-size="10">'

@@ -28,7 +28,7 @@ from pipeline.dag import Pipeline
 from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
 from pipeline.plan import Engines, build_pipeline, new_run_id
 from pipeline.progress import RunObserver
-from pipeline.provenance import provenance_for
+from pipeline.provenance import provenance_for, qa_provenance
 from pipeline.report import publish_report
 from pipeline.shards import WRITER_NEEDS, Ledger, scan_staging, writer_stage
 from schemas.manifest import Manifest, RunSummary
@@ -156,7 +156,9 @@ class Run:
         ledger = scan_staging(self.run_root, storage)
         earlier = set(ledger.files)
         resumed = len(ledger.ids)
-        self.observer.start(rows_in, resumed)
+        # A source that cannot count exactly (remote WebDataset shards) may still estimate for the progress line.
+        shown = rows_in if rows_in is not None or self.skip_ids else self.pipeline.source.progress_total()
+        self.observer.start(shown, resumed)
         shards = None
         if rows_in is None or resumed < rows_in:
             done = self.skip_ids + ledger.ids
@@ -192,8 +194,15 @@ class Run:
             prompt_tokens=ledger.prompt_tokens,
             generated_tokens=ledger.generated_tokens,
             generated_tokens_per_s=round(ledger.generated_tokens / wall, 3),
+            startup_s=self.observer.timeline.startup_s,
+            qa_pairs=ledger.qa.pairs,
+            qa_by_status=dict(ledger.qa.by_status),
+            qa_prompt_tokens=ledger.qa.prompt_tokens,
+            qa_generated_tokens=ledger.qa.generated_tokens,
+            qa_generated_tokens_per_s=round(ledger.qa.generated_tokens / wall, 3),
         )
         prov = provenance_for(self.spec, self.run_id)
+        qa = qa_provenance(self.spec, self.run_id) if self.spec.qa is not None else None
         return Manifest(
             schema_version=schema.metadata[b"vlmbatch.schema_version"].decode(),
             record=schema.metadata[b"vlmbatch.record"].decode(),
@@ -205,6 +214,10 @@ class Run:
             model_revision=prov.model_revision,
             engine=ledger.engine,
             sampling_hash=prov.sampling_hash,
+            qa_model_id=qa.model_id if qa else None,
+            qa_model_revision=qa.model_revision if qa else None,
+            qa_engine=ledger.qa.engine,
+            qa_sampling_hash=qa.sampling_hash if qa else None,
             code_version=prov.code_version,
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             files=sorted(ledger.files.values(), key=lambda f: f.path),

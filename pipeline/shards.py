@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from operators.base import ActorPool, Resources, Stage
 from operators.storage import ensure_parent, filesystem, split_uri
+from pipeline.figures import QAFigures, batch_times, qa_figures
 from schemas import columns as C
 from schemas.manifest import FileEntry
 from schemas.records import conform
@@ -50,6 +51,8 @@ SHARD_META = pa.schema(
         pa.field("prompt_tokens", pa.int64()),
         pa.field("generated_tokens", pa.int64()),
         pa.field("engine", pa.string()),
+        pa.field("qa", pa.string()),  # pipeline.figures.qa_figures
+        pa.field("timing", pa.string()),  # pipeline.figures.batch_times
     ]
 )
 
@@ -118,14 +121,14 @@ def shard_name(ids: list[str]) -> str:
 
 
 def shard_stats(data: pa.Table) -> dict:
-    """A shard's figures: rows per status (JSON), prompt and generated tokens, the engine that wrote it."""
+    """A shard's figures: rows per status (JSON), prompt and generated tokens, the engine, its QA figures (JSON)."""
     def total(name: str) -> int:
         return sum(x or 0 for x in data.column(name).to_pylist()) if name in data.column_names else 0
 
     engines = sorted({e for e in data.column(C.ENGINE).to_pylist() if e}) if C.ENGINE in data.column_names else []
     return {"by_status": json.dumps(Counter(data.column(C.STATUS).to_pylist()), sort_keys=True),
             "prompt_tokens": total(C.NUM_PROMPT_TOKENS), "generated_tokens": total(C.NUM_GENERATED_TOKENS),
-            "engine": engines[0] if engines else None}
+            "engine": engines[0] if engines else None, "qa": qa_figures(data)}
 
 
 class ShardWriter:
@@ -155,7 +158,7 @@ class ShardWriter:
         # The data file goes last: its presence is what a resume counts as done.
         self._write(rel, data)
         meta = {"path": rel, "rows": data.num_rows, "error_path": error_rel, "error_rows": len(failed),
-                **shard_stats(data)}
+                **shard_stats(data), "timing": batch_times(table)}
         return pa.Table.from_pylist([meta], schema=SHARD_META)
 
 
@@ -187,6 +190,7 @@ class Ledger:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     engine: str | None = None
+    qa: QAFigures = field(default_factory=QAFigures)
 
     @property
     def rows(self) -> int:
@@ -205,6 +209,7 @@ class Ledger:
         self.prompt_tokens += meta["prompt_tokens"]
         self.generated_tokens += meta["generated_tokens"]
         self.engine = self.engine or meta["engine"]
+        self.qa.add(meta.get("qa"))
 
 
 def scan_staging(run_root: str, storage: StorageConfig) -> Ledger:
@@ -218,7 +223,8 @@ def scan_staging(run_root: str, storage: StorageConfig) -> Ledger:
         names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{root}/{STAGING}", detail=False))
     except FileNotFoundError:
         return ledger
-    wanted = [C.ID, C.STATUS, C.NUM_PROMPT_TOKENS, C.NUM_GENERATED_TOKENS, C.ENGINE]
+    wanted = [C.ID, C.STATUS, C.NUM_PROMPT_TOKENS, C.NUM_GENERATED_TOKENS, C.ENGINE, C.QA, C.QA_PROMPT_TOKENS,
+              C.QA_GENERATED_TOKENS, C.QA_ENGINE]
     for name in names:
         if not (name.startswith("part-") and name.endswith(".parquet")):
             continue

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# Identity and location of an input image.
+# Identity and location of an input image. ``id`` is the stable hash every run agrees on (the row key);
+# ``source_id`` is the id the source itself gives the image (a manifest's or WebDataset's id, a Parquet
+# id column, a prefix's relative key), so outputs join back to the source's annotations.
 ID = "id"
 SOURCE = "source"
+SOURCE_ID = "source_id"
 NUM_BYTES = "num_bytes"
 
 # Transient columns: passed between stages, never committed.
 IMAGE_BYTES = "image_bytes"
 PIXELS = "pixels"
+# When the row left the last model stage and when every engine it went through was ready (epoch
+# seconds), stamped by the engine actors: the writer turns them into per-batch completion times
+# for the run's throughput figure (pipeline/figures.py).
+DONE_AT = "done_at"
+ENGINES_READY_AT = "engines_ready_at"
 
 # Row outcome.
 STATUS = "status"
@@ -52,7 +60,12 @@ INSTRUCTION = "instruction"
 QUESTIONS = "questions"
 QA = "qa"
 QA_MODEL_ID = "qa_model_id"
+QA_MODEL_REVISION = "qa_model_revision"
 QA_ENGINE = "qa_engine"
+QA_SAMPLING_HASH = "qa_sampling_hash"
+# Every token the QA pool spent on the row: its answers and, for generated questions, the asking.
+QA_PROMPT_TOKENS = "qa_prompt_tokens"
+QA_GENERATED_TOKENS = "qa_generated_tokens"
 # Fields of one QA pair (struct inside the QA list column).
 QA_QUESTION = "question"
 QA_ANSWER = "answer"
@@ -76,7 +89,8 @@ SAMPLING_HASH = "sampling_hash"
 CODE_VERSION = "code_version"
 RUN_ID = "run_id"
 
-#: One question-answer pair. ``origin``: manifest, set or generate. ``status``: ok or why not.
+#: One question-answer pair. ``origin``: manifest, set or generate. ``status``: ok or why not. Token
+#: counts are the answer's generation (for a failed question generation, that generation's).
 QA_PAIR = pa.struct(
     [
         pa.field(QA_QUESTION, pa.string()),
@@ -85,6 +99,8 @@ QA_PAIR = pa.struct(
         pa.field(STATUS, pa.string()),
         pa.field(ERROR, pa.string()),
         pa.field(FINISH_REASON, pa.string()),
+        pa.field(NUM_PROMPT_TOKENS, pa.int32()),
+        pa.field(NUM_GENERATED_TOKENS, pa.int32()),
     ]
 )
 
@@ -92,6 +108,7 @@ QA_PAIR = pa.struct(
 TYPES: dict[str, pa.DataType] = {
     ID: pa.string(),
     SOURCE: pa.string(),
+    SOURCE_ID: pa.string(),
     IMAGE: pa.string(),
     NUM_BYTES: pa.int64(),
     STATUS: pa.string(),
@@ -114,7 +131,10 @@ TYPES: dict[str, pa.DataType] = {
     ENGINE: pa.string(),
     SAMPLING_HASH: pa.string(),
     QA: pa.list_(QA_PAIR),
+    QA_PROMPT_TOKENS: pa.int32(),
+    QA_GENERATED_TOKENS: pa.int32(),
     QA_MODEL_ID: pa.string(),
+    QA_MODEL_REVISION: pa.string(),
     QA_ENGINE: pa.string(),
     # Curation (a stage's ``types`` gives an embedding its fixed size, see embedding_type).
     CONTENT_HASH: pa.string(),
@@ -123,16 +143,19 @@ TYPES: dict[str, pa.DataType] = {
     ALIGNMENT_SCORE: pa.float32(),
     IMAGE_EMBEDDING: pa.list_(pa.float32()),
     CAPTION_EMBEDDING: pa.list_(pa.float32()),
+    QA_SAMPLING_HASH: pa.string(),
     CODE_VERSION: pa.string(),
     RUN_ID: pa.string(),
     # Transient.
     QUESTIONS: pa.list_(pa.string()),
     IMAGE_BYTES: pa.binary(),
     PIXELS: pa.binary(),
+    DONE_AT: pa.float64(),
+    ENGINES_READY_AT: pa.float64(),
 }
 
-#: Columns that travel between stages but are never committed (bytes, pixels, manifest questions).
-TRANSIENT = frozenset({IMAGE_BYTES, PIXELS, QUESTIONS})
+#: Columns that travel between stages but are never committed (bytes, pixels, manifest questions, timings).
+TRANSIENT = frozenset({IMAGE_BYTES, PIXELS, QUESTIONS, DONE_AT, ENGINES_READY_AT})
 
 #: Columns every committed row has a value in (non-nullable in the record schema).
 REQUIRED = frozenset({ID, SOURCE, STATUS})

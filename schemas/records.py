@@ -18,7 +18,10 @@ import pyarrow as pa
 from schemas import columns as C
 
 #: Bump when a catalogue column changes type or meaning; stored in every file and manifest.
-SCHEMA_VERSION = "1"
+#: 2: the QA pair struct gained its token counts (``num_prompt_tokens``, ``num_generated_tokens``), a
+#: changed type of the ``qa`` column; rows gained ``source_id``, the QA pool's token totals and its
+#: revision and sampling hash. Version-1 files lack them (readers take them as null).
+SCHEMA_VERSION = "2"
 #: Columns that make a record a dataset record (ShareGPT4V-style) rather than a caption record.
 DATASET_COLUMNS = frozenset({C.IMAGE, C.INSTRUCTION, C.QA})
 

@@ -39,6 +39,20 @@ if [ ! -f "$venv/.complete" ]; then
     || { log "import check failed in $venv"; exit 1; }
   touch "$venv/.complete"
 fi
+# The oldest `datasets` the hf-parquet export supports, in a folder of its own beside the environment
+# (never on its path): the export tests load with it in a subprocess. Keyed by its requirements file;
+# built in a temporary folder and moved into place, so a concurrent install never sees half of it.
+compat_req="$root/requirements/datasets-oldest.txt"
+compat="$venv/compat/datasets-$(sed -n 's/^datasets==//p' "$compat_req")"
+compat_key=$(sha256sum "$compat_req" | cut -c1-12)
+if [ "$(cat "$compat/.complete" 2>/dev/null)" != "$compat_key" ]; then
+  mkdir -p "$venv/compat"
+  tmp=$(mktemp -d "$venv/compat/.tmp-XXXXXX")
+  "$venv/bin/pip" install --disable-pip-version-check -q --no-deps --target "$tmp" -r "$compat_req" >&2
+  echo "$compat_key" >"$tmp/.complete"
+  rm -rf "$compat"
+  mv -T "$tmp" "$compat" 2>/dev/null || rm -rf "$tmp"
+fi
 # The project itself, editable: its console script and its vLLM plugin entry point. Linked again
 # only when pyproject.toml changed or the linked checkout is gone; env.sh puts the calling
 # checkout first on PYTHONPATH, so several checkouts share one environment without re-linking it

@@ -68,17 +68,24 @@ def questions_of(conversations: object) -> list[str]:
 
 
 def entry_row(*, id: str, source: str, image: str | None, questions: list[str] | None = None,
-              data: bytes | None = None, status: Status = Status.OK, error: str | None = None) -> dict:
-    """One listing row as a dict of :data:`ENTRY_SCHEMA` columns."""
-    return {C.ID: id, C.SOURCE: source, C.NUM_BYTES: len(data) if data is not None else None,
+              data: bytes | None = None, status: Status = Status.OK, error: str | None = None,
+              source_id: object = None) -> dict:
+    """One listing row as a dict of :data:`ENTRY_SCHEMA` columns; ``source_id`` is the source's own id, if any."""
+    return {C.ID: id, C.SOURCE: source, C.SOURCE_ID: own_id(source_id),
+            C.NUM_BYTES: len(data) if data is not None else None,
             C.STATUS: status.value, C.ERROR: error, C.IMAGE: image, C.QUESTIONS: questions or [],
             C.IMAGE_BYTES: data}
 
 
-def invalid_row(namespace: str, key: object, source: str, error: str) -> dict:
+def own_id(raw_id: object) -> str | None:
+    """The source's own id as text (``7`` -> ``"7"``), None when it gives none."""
+    return None if raw_id in (None, "") else str(raw_id)
+
+
+def invalid_row(namespace: str, key: object, source: str, error: str, source_id: object = None) -> dict:
     """An ``invalid_entry`` row; its id comes from where it sits in the manifest, so it is stable too."""
     return entry_row(id=manifest_id(namespace, f"#invalid:{key}"), source=source, image=None,
-                     status=Status.INVALID_ENTRY, error=error)
+                     status=Status.INVALID_ENTRY, error=error, source_id=source_id)
 
 
 def dedupe_ids(rows: list[dict], namespace: str) -> None:
@@ -87,7 +94,7 @@ def dedupe_ids(rows: list[dict], namespace: str) -> None:
     for n, row in enumerate(rows):
         if row[C.ID] in seen:
             rows[n] = invalid_row(namespace, f"dup{n}", row[C.SOURCE], f"duplicate id: entry {n} repeats an "
-                                  "earlier entry's id; only the first is processed")
+                                  "earlier entry's id; only the first is processed", row[C.SOURCE_ID])
         seen.add(rows[n][C.ID])
 
 

@@ -110,9 +110,10 @@ class LlavaManifestSource(SourceOperator):
         try:
             uri, rel = resolve_image(self.image_root, entry.get("image"))
         except InvalidEntry as exc:
-            return invalid_row(self.namespace, raw_id if raw_id is not None else n, where, f"entry {n}: {exc}")
+            return invalid_row(self.namespace, raw_id if raw_id is not None else n, where, f"entry {n}: {exc}",
+                               raw_id)
         return entry_row(id=location_or_manifest_id(self.namespace, raw_id, uri), source=uri, image=rel,
-                         questions=questions_of(entry.get("conversations")))
+                         questions=questions_of(entry.get("conversations")), source_id=raw_id)
 
     def count(self) -> int:
         return self.listing().num_rows

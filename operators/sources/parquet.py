@@ -27,6 +27,7 @@ from operators.sources.entries import (
 from operators.sources.llava import manifest_root
 from operators.sources.prefix import SourceError
 from operators.storage import filesystem, split_uri, to_uri
+from schemas import columns as C
 from schemas.spec import SourceConfig
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class ReadParquetEntries:
             rows = self._file_rows(item["file"], item["take"])
             for n in item.get("duplicates") or []:
                 rows[n] = invalid_row(self.namespace, f"{item['file']}#dup{n}", row_address(item["file"], n),
-                                      f"duplicate id: row {n} of {item['file']} repeats an earlier row's id")
+                                      f"duplicate id: row {n} of {item['file']} repeats an earlier row's id",
+                                      rows[n][C.SOURCE_ID])
             out.extend(rows)
         return to_table(out)
 
@@ -82,7 +84,7 @@ class ReadParquetEntries:
             if data:
                 rel = rel if isinstance(rel, str) and rel and "://" not in rel and not rel.startswith("/") else None
                 return entry_row(id=location_or_manifest_id(self.namespace, raw_id, where), source=where,
-                                 image=rel, questions=questions, data=bytes(data))
+                                 image=rel, questions=questions, data=bytes(data), source_id=raw_id)
             value = rel
         try:
             if isinstance(value, str) and "://" in value:
@@ -90,9 +92,10 @@ class ReadParquetEntries:
             else:
                 uri, rel = resolve_image(self.image_root, value)
         except InvalidEntry as exc:
-            return invalid_row(self.namespace, raw_id if raw_id is not None else where, where, f"row {n}: {exc}")
+            return invalid_row(self.namespace, raw_id if raw_id is not None else where, where, f"row {n}: {exc}",
+                               raw_id)
         return entry_row(id=location_or_manifest_id(self.namespace, raw_id, uri), source=uri, image=rel,
-                         questions=questions)
+                         questions=questions, source_id=raw_id)
 
 
 class ParquetManifestSource(SourceOperator):

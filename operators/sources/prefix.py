@@ -16,15 +16,23 @@ from schemas.status import Status
 if TYPE_CHECKING:
     import ray.data
 
-LISTING_SCHEMA = pa.schema(list(C.types_of(C.ID, C.SOURCE, C.NUM_BYTES, C.STATUS, C.ERROR).items()))
+LISTING_SCHEMA = pa.schema(list(C.types_of(C.ID, C.SOURCE, C.SOURCE_ID, C.NUM_BYTES, C.STATUS, C.ERROR).items()))
 
 
 class SourceError(RuntimeError):
     """The source cannot be listed (missing prefix, no access, nothing that looks like an image)."""
 
 
+def relative_key(listed: str, path: str) -> str:
+    """``path``'s key relative to the listed prefix ``listed`` (its base name when the prefix names the file)."""
+    root = listed.rstrip("/") + "/"
+    return path[len(root):] if path.startswith(root) else path.rsplit("/", 1)[-1]
+
+
 class PrefixSource(SourceOperator):
     """Every object under a prefix whose name ends in one of the image extensions.
+
+    A row's ``source_id`` is its key relative to the listed prefix (``photos/cat.jpg``).
 
     Listing happens once, on the driver, into an Arrow table (about 150 bytes per image);
     rows are sorted by location so block boundaries, and therefore output files, are the
@@ -77,6 +85,7 @@ class PrefixSource(SourceOperator):
             {
                 C.ID: [location_id(s) for s in sources],
                 C.SOURCE: sources,
+                C.SOURCE_ID: [relative_key(path, p) for p, _ in entries],
                 C.NUM_BYTES: [size for _, size in entries],
                 C.STATUS: [Status.OK.value] * len(sources),
                 C.ERROR: pa.nulls(len(sources), pa.string()),

@@ -6,7 +6,13 @@ never pass through the driver and the fetch step is skipped. A sample's key is i
 name up to the first dot of the base name (the WebDataset convention); its ``source`` is the
 fsspec URL ``tar://<member>::<shard>``, which the exporters open to read the image back. The
 ``.json`` may carry ``id`` and LLaVA ``conversations``; a sample with no image member is an
-``invalid_entry`` row.
+``invalid_entry`` row. A row's ``source_id`` is the ``.json``'s id, else the sample key (WebDataset's
+``__key__``).
+
+A tar holds no sample count. Local shards are counted on the driver from their headers (a seek
+per member, no image data read); remote ones are counted only where a ``shardindex.json`` (the
+``wids`` index: ``{"shardlist": [{"url": ..., "nsamples": N}]}``) lies beside them, and then only
+for the progress line: the commit still checks every row once, without trusting the index.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from schemas.spec import SourceConfig
 
 if TYPE_CHECKING:
     import ray.data
+
+
+#: The ``wids`` shard index: ``{"shardlist": [{"url": "shard-000.tar", "nsamples": 1000}, ...]}``.
+SHARD_INDEX = "shardindex.json"
 
 
 def sample_key(member: str) -> tuple[str, str]:
@@ -89,21 +99,43 @@ class ReadShard:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 meta = {}
         image_ext = next((e for e in sample if e.rsplit(".", 1)[-1] in self.image_exts), None)
+        raw_id = meta.get(self.config.id_column)
+        own = raw_id if raw_id not in (None, "") else key
         if image_ext is None:
             return invalid_row(self.namespace, f"{shard}/{key}", member_url(shard, key),
-                               f"sample {key!r} has no image member (looked for {', '.join(self.image_exts)})")
+                               f"sample {key!r} has no image member (looked for {', '.join(self.image_exts)})", own)
         url = member_url(shard, members[image_ext])
         shard_name = posixpath.basename(split_uri(shard)[1])
         shard_stem = shard_name[:-4] if shard_name.endswith(".tar") else shard_name
         return entry_row(
-            id=location_or_manifest_id(self.namespace, meta.get(self.config.id_column), url),
+            id=location_or_manifest_id(self.namespace, raw_id, url),
             source=url, image=f"{shard_stem}/{members[image_ext]}",
-            questions=questions_of(meta.get("conversations")), data=bytes(sample[image_ext]),
+            questions=questions_of(meta.get("conversations")), data=bytes(sample[image_ext]), source_id=own,
         )
 
 
+def count_samples(fileobj) -> int:
+    """Samples in one tar, as :class:`ReadShard` will list them, from its headers only (seeks over the data).
+
+    A tar that cannot be read is one row (the ``invalid_entry`` row :class:`ReadShard` makes of it).
+    """
+    keys, end = set(), 0
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r:*") as tar:
+            for member in tar:
+                end = max(end, member.offset_data + member.size)
+                if member.isfile():
+                    keys.add(sample_key(member.name)[0])
+            # A member cut short fails the streaming read of the whole shard; headers alone would not show it.
+            if tar.fileobj is fileobj and end > fileobj.seek(0, 2):
+                return 1
+    except (tarfile.TarError, OSError, EOFError):
+        return 1
+    return len(keys)
+
+
 class WebDatasetSource(SourceOperator):
-    """One row per sample of every shard; the row count is known only after reading."""
+    """One row per sample of every shard; counted at listing for local shards, else once read."""
 
     name = "webdataset"
 
@@ -134,6 +166,32 @@ class WebDatasetSource(SourceOperator):
                 raise SourceError(f"source {self.config.uri} holds no .tar shards")
             self._shards = [to_uri(protocol, p) for p in paths]
         return self._shards
+
+    def count(self) -> int | None:
+        """Samples in every shard when the driver can count them cheaply (local shards); None otherwise."""
+        shards = self.shards()
+        if split_uri(shards[0])[0] != "file":
+            return None
+        total = 0
+        for shard in shards:
+            with open(split_uri(shard)[1], "rb") as f:
+                total += count_samples(f)
+        return total
+
+    def progress_total(self) -> int | None:
+        """:meth:`count`, else the ``nsamples`` of a ``shardindex.json`` covering every shard (progress only)."""
+        exact = self.count()
+        if exact is not None:
+            return exact
+        fs, path = filesystem(self.config.uri, self.config.storage)
+        folder = path if not path.endswith(".tar") else posixpath.dirname(path)
+        try:
+            index = json.loads(fs.cat_file(posixpath.join(folder.rstrip("/"), SHARD_INDEX)))
+            counts = {posixpath.basename(str(s["url"])): int(s["nsamples"]) for s in index["shardlist"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        names = [posixpath.basename(split_uri(s)[1]) for s in self.shards()]
+        return sum(counts[n] for n in names) if all(n in counts for n in names) else None
 
     def read(self) -> ray.data.Dataset:
         import ray.data

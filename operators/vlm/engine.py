@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from schemas import columns as C
 from schemas.status import Status
 
 if TYPE_CHECKING:
     import numpy as np
+    import pyarrow as pa
     from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -102,7 +105,27 @@ class EngineDead(RuntimeError):
 
 
 class EngineActor:
-    """Base of Ray Data actor UDFs that hold one engine in ``self.engine``."""
+    """Base of Ray Data actor UDFs that hold one engine in ``self.engine``.
+
+    Subclasses build it with :meth:`load_engine` and pass every output batch through
+    :meth:`stamp_times`, so the writer can tell when each batch was done and when its engines were
+    ready (the run's throughput figure and its start-up segment).
+    """
+
+    ready_at: float = 0.0
+
+    def load_engine(self, engine: Callable[[], Engine]) -> None:
+        """Build this actor's engine (in its process) and note when it was ready."""
+        self.engine = engine()
+        self.ready_at = time.time()
+
+    def stamp_times(self, values: dict[str, list], table: pa.Table) -> None:
+        """Add ``done_at`` (now) and ``engines_ready_at`` (latest ready time of the row's engines) to ``values``."""
+        n = table.num_rows
+        earlier = (table.column(C.ENGINES_READY_AT).to_pylist() if C.ENGINES_READY_AT in table.column_names
+                   else [None] * n)
+        values[C.ENGINES_READY_AT] = [max(t or 0.0, self.ready_at) for t in earlier]
+        values[C.DONE_AT] = [time.time()] * n
 
     def __del__(self):
         # Ray Data calls this when it retires the actor: stop the engine's child processes
@@ -117,9 +140,16 @@ class EngineActor:
         return request_image(buffer, width, height, getattr(self.engine, "takes_arrays", False))
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """``self.engine.generate``; a dead engine ends this process so Ray replaces the actor and retries."""
+        """``self.engine.generate``, counted in the queue-depth gauge of ``self.metrics`` (when the actor has one);
+        a dead engine ends this process so Ray replaces the actor and retries."""
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.submitted(len(requests))
         try:
             return await self.engine.generate(requests)
         except EngineDead as exc:
             log.error("engine died (%s); exiting so the actor is replaced", exc)
             os._exit(1)
+        finally:
+            if metrics is not None:
+                metrics.answered(len(requests))

@@ -109,8 +109,11 @@ class VLLMEngine:
         # The engine's own default context sizes the scheduler for a server: on CPU half the
         # tokens per step (2048 against 4096), on an H100 an eighth (2048 against 16384), so a
         # wave of image prompts takes several times more steps to prefill.
+        before = _descendants()
         self._engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(**engine_args(model, family)),
                                                             usage_context=UsageContext.LLM_CLASS)
+        # The processes this engine started (engine core, workers): shutdown waits for them.
+        self._processes = [p for p in _descendants() if p.pid not in {q.pid for q in before}]
         self._params = sampling_params(sampling, family)
         self._family, self._model = family, model
         self._sampling = sampling.resolved(family.sampling_defaults)
@@ -232,7 +235,70 @@ class VLLMEngine:
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 20.0) -> None:
+        """Stop the engine quietly: its output handler, then the engine core, then wait for every process it started.
+
+        The order is the point. ``AsyncLLM.shutdown`` alone kills the engine core while the front
+        end's output handler still awaits its next output on the actor's event loop (Ray calls
+        ``__del__`` from another thread): the handler finds the core dead and logs an
+        ``EngineDeadError`` traceback at the end of a run that succeeded. So the handler is cancelled
+        on its own loop, and awaited, first. And the engine core exits before its worker processes:
+        a worker still releasing its shared memory once the actor has exited finds the actor's
+        ``multiprocessing`` resource tracker gone (Ray ends a worker's children with it), starts a
+        fresh one, and that one prints ``KeyError`` tracebacks for segments it never registered. So
+        the engine's processes are waited for here, while the tracker still lives (and terminated
+        after ``timeout_s``).
+        """
+        import psutil
+
+        _cancel_output_handler(self._engine, timeout_s)
         shutdown = getattr(self._engine, "shutdown", None)
         if shutdown:
             shutdown()
+        _, alive = psutil.wait_procs(self._processes, timeout=timeout_s)
+        for proc in alive:
+            log.warning("engine process %s still running %.0f s after shutdown; terminating it", proc.pid, timeout_s)
+            proc.terminate()
+
+
+def _descendants() -> list:
+    """This process's descendants, less ``multiprocessing``'s resource tracker (it must outlive them)."""
+    import psutil
+
+    out = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if not any("resource_tracker" in part for part in proc.cmdline()):
+                out.append(proc)
+        except psutil.Error:  # gone already, or not ours to read
+            continue
+    return out
+
+
+def _cancel_output_handler(engine, timeout_s: float) -> None:
+    """Cancel ``AsyncLLM``'s output-handler task on its own event loop and wait until it has stopped."""
+    handler = getattr(engine, "output_handler", None)
+    if handler is None or handler.done():
+        return
+    loop = handler.get_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        handler.cancel()  # cannot wait from inside the loop; the cancel lands before the core is told to stop
+        return
+    if loop.is_closed() or not loop.is_running():
+        return
+
+    async def stop() -> None:
+        handler.cancel()
+        try:
+            await handler
+        except BaseException:  # noqa: BLE001 - CancelledError (or the error it ended with): it has stopped
+            pass
+
+    try:
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout_s)
+    except Exception as exc:  # noqa: BLE001 - the engine is shut down regardless
+        log.warning("engine output handler did not stop: %s", error_text(exc))

@@ -2,35 +2,40 @@
 
 The files carry the ``huggingface`` schema metadata that ``datasets`` reads, so
 ``load_dataset("parquet", data_files=...)`` (or a Hub repo holding ``data/``) yields PIL images
-in ``image`` and the texts, with no loading script. Image bytes are read back from where the
-run's rows came from (object, Parquet manifest row, or tar member) and embedded as they are.
+in ``image`` and the texts, with no loading script. The features are written in the portable
+form every supported ``datasets`` reads (2.14.7 to 5.x): ``conversations`` as a plain list
+``[{"from": ..., "value": ...}]``, not the ``List`` feature type, which ``datasets`` before 4.0
+does not know. Image bytes are read back from where the run's rows came from (object, Parquet
+manifest row, or tar member) and embedded as they are; ``image.path`` is the image's path
+relative to the export's image root (recorded in ``<out>/export.json``), or a name of its own for
+an image that lives in a container.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.storage import filesystem, join_uri, split_uri, storage_options
-from pipeline.export.rows import ExportSummary, exportable
+from operators.storage import filesystem, join_uri
+from pipeline.export.images import ImagePlacer, relative_to
+from pipeline.export.rows import ExportError, ExportSummary, exportable, finish, pairs_of
+from pipeline.shards import write_bytes_atomic
 from schemas import columns as C
 from schemas.spec import StorageConfig
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
 _STRING = {"dtype": "string", "_type": "Value"}
-#: The ``datasets`` features of an exported file (``Features.to_dict()`` of datasets 5.x).
+#: The ``datasets`` features of an exported file, in the form ``datasets`` 2.x, 3.x, 4.x and 5.x all read.
 HF_FEATURES = {
     "id": _STRING,
     "image": {"_type": "Image"},
     "caption": _STRING,
-    "conversations": {"feature": {"from": _STRING, "value": _STRING}, "_type": "List"},
+    "conversations": [{"from": _STRING, "value": _STRING}],
     "source": _STRING,
+    "row_id": _STRING,
     "model_id": _STRING,
 }
 HF_SCHEMA = pa.schema(
@@ -40,38 +45,12 @@ HF_SCHEMA = pa.schema(
         pa.field("caption", pa.string()),
         pa.field("conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
         pa.field("source", pa.string()),
+        pa.field("row_id", pa.string()),
         pa.field("model_id", pa.string()),
     ],
     metadata={b"huggingface": json.dumps({"info": {"features": HF_FEATURES}}).encode()},
 )
-
-
-class ImageReader:
-    """Reads a row's original image bytes back from its ``source`` address."""
-
-    def __init__(self, storage: StorageConfig | None, image_column: str = "image"):
-        self.storage = storage or StorageConfig()
-        self.image_column = image_column
-        self._parquet: dict[str, list] = {}
-
-    def read(self, source: str) -> bytes:
-        if "::" in source and source.startswith("tar://"):
-            import fsspec
-
-            outer = source.split("::", 1)[1]
-            proto, _ = split_uri(outer)
-            with fsspec.open(source, "rb", **{proto: storage_options(proto, self.storage)}) as f:
-                return f.read()
-        if "#row=" in source:
-            file_uri, _, row = source.rpartition("#row=")
-            if file_uri not in self._parquet:
-                fs, path = filesystem(file_uri, self.storage)
-                with fs.open(path, "rb") as f:
-                    self._parquet[file_uri] = pq.read_table(f, columns=[self.image_column]).column(0).to_pylist()
-            value = self._parquet[file_uri][int(row)]
-            return bytes(value["bytes"] if isinstance(value, dict) else value)
-        fs, path = filesystem(source, self.storage)
-        return fs.cat_file(path)
+RECORD = "export.json"
 
 
 def _shards(rows: list[dict], per_shard: int) -> Iterable[list[dict]]:
@@ -79,45 +58,47 @@ def _shards(rows: list[dict], per_shard: int) -> Iterable[list[dict]]:
         yield rows[i: i + per_shard]
 
 
-def export_hf_parquet(run_root: str, out_dir: str, *, image_root: str | None = None, rows_per_shard: int = 1000,
-                      storage: StorageConfig | None = None, out_storage: StorageConfig | None = None,
-                      split: str = "train") -> ExportSummary:
+def export_hf_parquet(run_root: str, out_dir: str, *, stage: str = "finetune", image_root: str | None = None,
+                      rows_per_shard: int = 1000, storage: StorageConfig | None = None,
+                      out_storage: StorageConfig | None = None, split: str = "train") -> ExportSummary:
     """Write the run's ``ok`` rows under ``out_dir/data/`` as ``datasets``-typed Parquet shards.
 
-    ``image.path`` is the image path relative to ``image_root`` (or as recorded); the bytes are
-    embedded. A row whose image can no longer be read is left out and counted.
+    Raises:
+        pipeline.export.rows.ExportError: nothing to export, an image that cannot be read back, or
+            a run that is not committed; no shard is written then.
     """
-    rows, summary = exportable(run_root, storage, image_root, need_path=False)
-    reader = ImageReader(storage, (_spec_source(run_root, storage) or {}).get("image_column", "image"))
-    # Shards are planned from the exportable rows and filled one at a time, so only one shard's
-    # image bytes are in memory; a row whose image cannot be read back is left out and counted.
-    n = max(1, -(-len(rows) // rows_per_shard))
+    rows, summary, manifest = exportable(run_root, storage, stage, "hf-parquet")
+    placer = ImagePlacer(manifest.spec.get("source") or {}, storage, image_root)
+    finish(summary, len(rows), sum(pairs_of(r["conversations"]) for r in rows))
+    summary.image_root = placer.root
+    summary.ids_from_source = sum(r["export_id"] != r[C.ID] for r in rows)
+    # Shards are planned from the exportable rows and filled one at a time (their images read in one
+    # pass per tar or Parquet file), so only one shard's image bytes are in memory. A failure removes
+    # the shards already written: an export is whole or absent.
+    n = -(-len(rows) // rows_per_shard)
     fs, root = filesystem(out_dir, out_storage or StorageConfig())
     fs.makedirs(f"{root}/data", exist_ok=True)
-    summary.rows_out = summary.qa_pairs_out = 0
-    for k, shard in enumerate(_shards(rows, rows_per_shard) if rows else [[]]):
-        records = []
-        for r in shard:
-            try:
-                data = reader.read(r[C.SOURCE])
-            except (OSError, ValueError, KeyError) as exc:
-                summary.skipped[f"image unreadable ({type(exc).__name__})"] += 1
-                continue
-            records.append({"id": r[C.ID], "image": {"bytes": data, "path": r["image_rel"]}, "caption": r[C.CAPTION],
-                            "conversations": r["conversations"], "source": r[C.SOURCE], "model_id": r[C.MODEL_ID]})
-            summary.qa_pairs_out += (len(r["conversations"]) - 2) // 2
-        summary.rows_out += len(records)
+    for k, shard in enumerate(_shards(rows, rows_per_shard)):
+        data = placer.reader.read_many([r[C.SOURCE] for r in shard])
+        failed = [r for r in shard if isinstance(data[r[C.SOURCE]], Exception)]
+        if failed:
+            for written in summary.files:
+                fs.rm(f"{root}/data/{written.rsplit('/', 1)[1]}")
+            raise ExportError(f"{len(failed)} image(s) cannot be read back, e.g. {failed[0][C.SOURCE]}: "
+                              f"{data[failed[0][C.SOURCE]]}; the export was not written")
+        records = [{"id": r["export_id"],
+                    "image": {"bytes": data[r[C.SOURCE]], "path": _path(placer, r, data[r[C.SOURCE]])},
+                    "caption": r[C.CAPTION], "conversations": r["conversations"], "source": r[C.SOURCE],
+                    "row_id": r[C.ID], "model_id": r.get(C.MODEL_ID)} for r in shard]
         name = f"data/{split}-{k:05d}-of-{n:05d}.parquet"
         buf = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(records, schema=HF_SCHEMA), buf, compression="zstd")
-        with fs.open(f"{root}/{name}", "wb") as f:
-            f.write(buf.getvalue())
+        write_bytes_atomic(join_uri(out_dir, name), buf.getvalue(), out_storage)
         summary.files.append(join_uri(out_dir, name))
+    write_bytes_atomic(join_uri(out_dir, RECORD), summary.record(), out_storage)
     return summary
 
 
-def _spec_source(run_root: str, storage: StorageConfig | None) -> dict | None:
-    from pipeline.commit import read_manifest
-
-    manifest = read_manifest(run_root, storage)
-    return manifest.spec.get("source") if manifest else None
+def _path(placer: ImagePlacer, row: dict, data: bytes) -> str:
+    rel = relative_to(row[C.SOURCE], placer.root) if placer.root else None
+    return rel or placer.name(row, data)

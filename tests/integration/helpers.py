@@ -11,6 +11,9 @@ from pipeline.commit import read_committed, read_manifest
 from schemas import columns as C
 from schemas.spec import StorageConfig
 
+#: What a successful run's log must never hold.
+TRACEBACK = "Traceback (most recent call last)"
+
 
 def demo_spec(endpoint: str, bucket: str, family: str, model_dir: str, name: str = "itest") -> dict:
     """The demo spec as a dict, reading s3://<bucket>/corpus/ and writing s3://<bucket>/captions/."""
@@ -56,6 +59,7 @@ def check_demo_output(endpoint: str, bucket: str, run_id: str, family: str) -> d
         assert row[C.FINISH_REASON] in ("stop", "length")
         assert row[C.NUM_PROMPT_TOKENS] > 16
     for row in table.to_pylist():
+        assert row[C.SOURCE_ID] == row[C.SOURCE].split("/corpus/", 1)[1], "a prefix row's own id: its relative key"
         assert row[C.RUN_ID] == run_id and row[C.ENGINE].startswith("vllm-")
         assert row[C.MODEL_ID] and row[C.SAMPLING_HASH] and row[C.CODE_VERSION].startswith("vlmbatch")
     s = manifest.summary
@@ -64,7 +68,8 @@ def check_demo_output(endpoint: str, bucket: str, run_id: str, family: str) -> d
     assert s.generated_tokens == sum(r[C.NUM_GENERATED_TOKENS] or 0 for r in table.to_pylist())
     assert s.images_per_s > 0 and s.wall_s > 0
     assert sum(f.rows for f in manifest.files) == table.num_rows
-    assert manifest.schema_version == "1" and manifest.run_id == run_id
+    assert manifest.schema_version == "2" and manifest.run_id == run_id
+    assert s.startup_s is not None and 0 < s.startup_s < s.wall_s, "the engines' start-up, measured"
     assert manifest.spec["model"]["family"] == family
     return manifest.model_dump()
 

@@ -1,6 +1,8 @@
 """Embedded-image sources end to end on the real S3 server: WebDataset shards and a Hugging Face
 Parquet manifest (Image structs) -> fetch skipped -> caption + generated QA (transformers reference
-engine in both pools, the quick real engine) -> committed run -> HF Parquet export read back by ``datasets``.
+engine in both pools, the quick real engine) -> committed run -> exports: JSON with every image written
+out by ``--images-to`` (each file there, opening, named by the consumers' layout), and HF Parquet read
+back by ``datasets``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.specfile import load_spec
-from pipeline.commit import read_committed
+from pipeline.commit import read_committed, read_manifest
 from schemas import columns as C
 from schemas.spec import StorageConfig
 from tests.conftest import ROOT
+from tests.consumers import load_llava
 from tests.corpus import gradient, rgb, tar_bytes, text_as_jpg
 
 pytestmark = pytest.mark.slow
@@ -26,8 +29,11 @@ pytestmark = pytest.mark.slow
 def test_webdataset_and_hf_parquet_sources(s3_server, tiny_models, tmp_path):
     import fsspec
     import ray
+    from PIL import Image
 
     from pipeline.export.hf_parquet import export_hf_parquet
+    from pipeline.export.llava import export_llava
+    from pipeline.export.rows import ExportError
     from pipeline.runner import Run, configure_data_context, init_ray
 
     datasets = pytest.importorskip("datasets")
@@ -64,13 +70,21 @@ def test_webdataset_and_hf_parquet_sources(s3_server, tiny_models, tmp_path):
         configure_data_context(load_spec(ROOT / "jobs/specs/sharegpt4v-prefix.yaml").run)
         from jobs.specfile import parse_spec
 
+        progress = {}
         for run_id, (source, _) in cases.items():
             spec = parse_spec({**base, "source": {**source, "storage": {"endpoint_url": s3_server}}})
-            run = Run(spec, run_id)
+            progress[run_id] = io.StringIO()
+            run = Run(spec, run_id, stream=progress[run_id])
             assert run.pipeline.describe().split(" -> ")[0] in ("webdataset", "parquet-manifest")
             run.execute()
     finally:
         ray.shutdown()
+    # Remote WebDataset shards hold no count: "?" until every row is written, then the total.
+    for run_id, (first, last) in {"wds": ("0/?", "5/5"), "hf": ("0/2", "2/2")}.items():
+        lines = [ln for ln in progress[run_id].getvalue().splitlines() if ln.startswith("[vlmbatch]")]
+        assert lines[0].startswith(f"[vlmbatch] {first} images done") and lines[-1].startswith(
+            f"[vlmbatch] {last} images done"), lines
+        assert len(lines) == len(set(lines)), "no progress line printed twice"
 
     for run_id, (_, expected) in cases.items():
         rows = read_committed(f"s3://sgwds/out/{run_id}", storage).to_pylist()
@@ -83,14 +97,38 @@ def test_webdataset_and_hf_parquet_sources(s3_server, tiny_models, tmp_path):
         for r in rows:
             if r[C.STATUS] == "ok":
                 assert r[C.QA] and all(p[C.QA_ORIGIN] == "generate" for p in r[C.QA]), "questions were generated"
+                # The row's QA tokens include the question generation, beyond its answers'.
+                assert r[C.QA_GENERATED_TOKENS] > sum(p[C.NUM_GENERATED_TOKENS] or 0 for p in r[C.QA])
+        manifest = read_manifest(f"s3://sgwds/out/{run_id}", storage)
+        assert manifest.summary.qa_pairs == sum(len(r[C.QA] or []) for r in rows) > 0
+        assert manifest.summary.qa_generated_tokens == sum(r[C.QA_GENERATED_TOKENS] or 0 for r in rows)
+        assert sorted(r[C.SOURCE_ID] for r in rows) == {"wds": ["a", "b", "c", "d", "e"], "hf": ["p1", "p2"]}[
+            run_id], "the source's own ids: the .json's id, else the sample key; the Parquet id column"
+        ok = [r for r in rows if r[C.STATUS] == "ok"]
+        own = {r[C.SOURCE_ID]: r for r in ok}
+        if not ok:  # every caption failed a post-check: an export of nothing fails, saying why
+            with pytest.raises(ExportError, match="no record to export"):
+                export_llava(f"s3://sgwds/out/{run_id}", str(tmp_path / "none.json"), images_to=str(tmp_path / "x"),
+                             storage=storage)
+            continue
+
+        # JSON: every image lives in a tar or a Parquet struct, so --images-to writes each one out.
+        images = tmp_path / f"{run_id}-images"
+        summary = export_llava(f"s3://sgwds/out/{run_id}", str(tmp_path / f"{run_id}.json"), images_to=str(images),
+                               storage=storage)
+        records = json.loads((tmp_path / f"{run_id}.json").read_text())
+        assert sorted(r["id"] for r in records) == sorted(own) and summary.images_written == len(ok)
+        loaded, why = load_llava(records, str(images), "v1")
+        assert loaded == len(records), why
+        for rec in records:
+            with Image.open(images / rec["image"]) as im:
+                assert im.size == (own[rec["id"]][C.ORIG_WIDTH], own[rec["id"]][C.ORIG_HEIGHT])
+        assert len(list(p for p in images.rglob("*") if p.is_file())) == len(ok), "one file per record, no more"
+
         out = tmp_path / run_id
         summary = export_hf_parquet(f"s3://sgwds/out/{run_id}", str(out), storage=storage)
-        ok = [r for r in rows if r[C.STATUS] == "ok"]
         assert summary.rows_out == len(ok)
-        if not ok:
-            continue
         ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train",
                                    cache_dir=str(tmp_path / "cache"))
-        by_id = {r[C.ID]: r for r in ok}
         for item in ds:
-            assert item["image"].size == (by_id[item["id"]][C.ORIG_WIDTH], by_id[item["id"]][C.ORIG_HEIGHT])
+            assert item["image"].size == (own[item["id"]][C.ORIG_WIDTH], own[item["id"]][C.ORIG_HEIGHT])

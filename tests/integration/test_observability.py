@@ -23,7 +23,7 @@ from jobs.demo_corpus import write_demo_corpus
 from schemas.spec import StorageConfig
 from tests import browser
 from tests.conftest import ROOT, LocalRayCluster, free_port
-from tests.integration.helpers import demo_spec, write_spec
+from tests.integration.helpers import TRACEBACK, demo_spec, write_spec
 from tests.unit.test_report import _figures
 
 pytestmark = pytest.mark.slow
@@ -72,6 +72,7 @@ def test_progress_metrics_report_status(s3_server, tiny_models, tmp_path, capsys
             with open(os.environ["VLMBATCH_KEEP_JOB_LOG"], "w") as f:
                 f.write(log)
         assert returncode == 0, log[-4000:]
+        assert TRACEBACK not in log, log[-6000:]
         metrics = _scrape(metrics_port, "ray_vlmbatch_images_failed_total[not_an_image]")
     finally:
         cluster.stop()
@@ -100,6 +101,7 @@ def test_progress_metrics_report_status(s3_server, tiny_models, tmp_path, capsys
     assert figs["status_breakdown"] == {"ok": 35, "not_an_image": 1}
     assert figs["generated_length_histogram"]["rows"] == 35
     assert sum(p["images_per_s"] for p in figs["throughput"]) > 0
+    assert 0 < figs["startup_s"] < report["summary"]["wall_s"] and figs["throughput"][0]["t_s"] > figs["startup_s"]
     stages = {s["stage"] for s in figs["stage_time"]}
     assert any("CaptionActor" in s for s in stages) and any("ShardWriter" in s for s in stages), stages
 

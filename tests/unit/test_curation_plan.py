@@ -90,7 +90,7 @@ def test_exporter_leaves_curated_rows_out_and_counts_them(tmp_path):
     commit_index(str(tmp_path / "run"), table)
     manifest = (tmp_path / "run" / "manifest.json")
     manifest.write_text(manifest.read_text().replace('"record": "caption"', '"record": "dataset"'))
-    rows, summary = exportable(str(tmp_path / "run"), None, None, need_path=False)
+    rows, summary, _ = exportable(str(tmp_path / "run"), None, "finetune", "llava-json")
     assert [r[C.ID] for r in rows] == [f"{0:032x}", f"{3:032x}"]
     assert summary.skipped == {"status duplicate": 1, "status low_alignment": 1}
 

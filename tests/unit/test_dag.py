@@ -100,9 +100,11 @@ def test_a_new_stage_column_reaches_the_record_or_fails_naming_it():
         untyped.validate(WRITER_NEEDS)
 
 
-def test_the_caption_record_is_the_v1_caption_schema():
-    """The derived record of a plain caption run is field for field the hand-written v1 caption schema."""
-    v1 = [("id", pa.string(), False), ("source", pa.string(), False), ("num_bytes", pa.int64(), True),
+def test_the_caption_record_is_the_v2_caption_schema():
+    """The derived record of a plain caption run is field for field the hand-written v1 caption schema, plus the
+    source's own id (version 2)."""
+    v2 = [("id", pa.string(), False), ("source", pa.string(), False), ("source_id", pa.string(), True),
+          ("num_bytes", pa.int64(), True),
           ("status", pa.string(), False), ("error", pa.string(), True), ("width", pa.int32(), True),
           ("height", pa.int32(), True), ("orig_width", pa.int32(), True), ("orig_height", pa.int32(), True),
           ("orig_format", pa.string(), True), ("num_frames", pa.int32(), True), ("prompt", pa.string(), True),
@@ -111,5 +113,24 @@ def test_the_caption_record_is_the_v1_caption_schema():
           ("model_id", pa.string(), True), ("model_revision", pa.string(), True), ("engine", pa.string(), True),
           ("sampling_hash", pa.string(), True), ("code_version", pa.string(), True), ("run_id", pa.string(), True)]
     schema = record_schema(build_pipeline(SPEC, "r1").validate(WRITER_NEEDS))
-    assert [(f.name, f.type, f.nullable) for f in schema] == v1
-    assert schema.metadata == {b"vlmbatch.schema_version": b"1", b"vlmbatch.record": b"caption"}
+    assert [(f.name, f.type, f.nullable) for f in schema] == v2
+    assert schema.metadata == {b"vlmbatch.schema_version": b"2", b"vlmbatch.record": b"caption"}
+
+
+def test_the_readme_dag_blocks_build_what_vlmbatch_run_builds(capsys):
+    """The README's two DAG API blocks, as users copy them (less the lines that run): the builder's stages."""
+    from tests.conftest import ROOT
+    from tests.readme import dag_snippets
+
+    first, second = dag_snippets(str(ROOT / "jobs/specs/demo.yaml"), "my-run")
+    scope: dict = {}
+    for block in (first, second):
+        exec("\n".join(line for line in block.splitlines() if ".execute()" not in line), scope)  # noqa: S102
+    described = capsys.readouterr().out.strip()
+    assert described == "list -> fetch -> decode -> caption -> postcheck", "the README's comment says what it prints"
+    assert f"# {described}" in first
+    spec, pipe = scope["spec"], scope["pipe"]
+    built = build_pipeline(spec, "my-run-2")
+    assert pipe.stages == built.stages, "stage for stage (UDF, arguments, batch sizes, resources) the builder's"
+    assert type(pipe.source) is type(built.source) and vars(pipe.source) == vars(built.source)
+    assert scope["run"].pipeline.describe() == built.describe()

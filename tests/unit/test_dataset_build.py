@@ -13,11 +13,13 @@ from schemas.records import record_schema
 from tests.conftest import ROOT
 
 SPECS = ROOT / "jobs" / "specs"
-#: The v1 dataset record's columns, in order (the hand-written schema before records were derived).
-DATASET_V1 = ["id", "source", "image", "num_bytes", "status", "error", "width", "height", "orig_width", "orig_height",
-              "orig_format", "num_frames", "prompt", "instruction", "caption", "num_prompt_tokens",
+#: The v2 dataset record's columns, in order: the hand-written v1 schema (before records were derived) plus the
+#: source's own id, the QA pool's token totals, revision and sampling hash.
+DATASET_V2 = ["id", "source", "source_id", "image", "num_bytes", "status", "error", "width", "height", "orig_width",
+              "orig_height", "orig_format", "num_frames", "prompt", "instruction", "caption", "num_prompt_tokens",
               "num_generated_tokens", "finish_reason", "model_id", "model_revision", "engine", "sampling_hash", "qa",
-              "qa_model_id", "qa_engine", "code_version", "run_id"]
+              "qa_prompt_tokens", "qa_generated_tokens", "qa_model_id", "qa_model_revision", "qa_engine",
+              "qa_sampling_hash", "code_version", "run_id"]
 
 
 def _stage(pipe, name):
@@ -41,9 +43,9 @@ def test_shipped_specs_build_the_dataset_dag(name, source):
         "two pools, two models"
 
 
-def test_a_manifest_build_commits_the_v1_dataset_record():
+def test_a_manifest_build_commits_the_v2_dataset_record():
     schema = record_schema(build_pipeline(load_spec(SPECS / "sharegpt4v.yaml"), "r1").validate(WRITER_NEEDS))
-    assert schema.names == DATASET_V1
+    assert schema.names == DATASET_V2
     assert [f.name for f in schema if not f.nullable] == ["id", "source", "status"]
     assert schema.field(C.QA).type == C.TYPES[C.QA]
 

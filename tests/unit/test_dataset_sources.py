@@ -51,6 +51,7 @@ def test_llava_json_rows_statuses_and_questions(image_tree):
     assert rows[0][C.IMAGE] == "coco/a.jpg" and rows[0][C.SOURCE] == str(image_tree / "images/coco/a.jpg")
     assert rows[0][C.QUESTIONS] == ["What is red?"]
     assert len({r[C.ID] for r in rows}) == 6, "ids are unique, invalid rows included"
+    assert [r[C.SOURCE_ID] for r in rows] == ["1", "2", "3", "1", None, "5"], "the manifest's own ids, kept"
 
 
 def test_manifest_ids_are_namespaced_and_stable(image_tree):
@@ -89,6 +90,7 @@ def test_parquet_uri_column_and_hf_image_structs(image_tree):
     assert rows[0][C.IMAGE_BYTES] and rows[0][C.SOURCE] == f"{path}#row=0" and rows[0][C.IMAGE] == "blue.jpg"
     assert rows[1][C.IMAGE_BYTES] is None and rows[1][C.SOURCE] == str(image_tree / "images/coco/b.jpg")
     assert rows[2][C.STATUS] == "invalid_entry"
+    assert [r[C.SOURCE_ID] for r in rows] == ["e1", "e2", "e3"]
     fetched = FetchBatch(cfg, DecodeConfig())(out).to_pylist()
     assert fetched[0][C.IMAGE_BYTES] == rows[0][C.IMAGE_BYTES], "embedded bytes skip the fetch"
     assert fetched[1][C.IMAGE_BYTES] and fetched[1][C.STATUS] == "ok"
@@ -109,6 +111,8 @@ def test_webdataset_shard_samples(tmp_path):
     assert src.shards() == [str(shard)]
     rows = ReadShard(cfg, src.namespace)(pa.table({"shard": src.shards()})).to_pylist()
     assert [r[C.STATUS] for r in rows] == ["ok", "ok", "invalid_entry"]
+    assert [r[C.SOURCE_ID] for r in rows] == ["k1", "s2", "s3"], "the .json's id, else the sample key"
+    assert src.count() == src.progress_total() == 3, "local shards are counted from their headers"
     assert rows[0][C.QUESTIONS] == ["How many?"] and rows[0][C.IMAGE] == "shard-000/s1.jpg"
     assert rows[1][C.SOURCE] == f"tar://s2.png::{shard}" and rows[1][C.IMAGE_BYTES]
     import fsspec
@@ -123,6 +127,37 @@ def test_broken_shard_is_a_row(tmp_path):
     cfg = SourceConfig(uri=str(shard), format="webdataset")
     rows = ReadShard(cfg, cfg.uri)(pa.table({"shard": [str(shard)]})).to_pylist()
     assert len(rows) == 1 and rows[0][C.STATUS] == "invalid_entry"
+    assert WebDatasetSource(cfg).count() == 1, "counted as the one row it becomes"
+
+
+def test_a_shard_cut_short_counts_as_the_rows_its_read_makes(tmp_path):
+    import io
+    import tarfile
+
+    whole = tar_bytes({"a.jpg": rgb(), "b.jpg": rgb(200, 100)})
+    with tarfile.open(fileobj=io.BytesIO(whole)) as tar:
+        b = tar.getmember("b.jpg")
+    shard = tmp_path / "cut.tar"
+    cfg = SourceConfig(uri=str(shard), format="webdataset")
+    # Cut inside b's data (the streaming read fails: one invalid row), then inside b's header (a alone).
+    for cut, expected in ((b.offset_data + b.size // 2, ["invalid_entry"]), (b.offset_data - 100, ["ok"])):
+        shard.write_bytes(whole[:cut])
+        rows = ReadShard(cfg, cfg.uri)(pa.table({"shard": [str(shard)]})).to_pylist()
+        assert [r[C.STATUS] for r in rows] == expected
+        assert WebDatasetSource(cfg).count() == len(rows), "the commit's count check must hold"
+
+
+def test_remote_shards_are_counted_for_progress_from_a_shard_index(tmp_path, monkeypatch):
+    folder = tmp_path / "wds"
+    folder.mkdir()
+    for k in range(2):
+        (folder / f"s-{k}.tar").write_bytes(tar_bytes({f"{k}a.jpg": rgb(), f"{k}b.jpg": rgb()}))
+    src = WebDatasetSource(SourceConfig(uri=str(folder), format="webdataset"))
+    monkeypatch.setattr(WebDatasetSource, "count", lambda self: None)  # as for s3:// shards
+    assert src.progress_total() is None, "no index: the progress line says ?"
+    (folder / "shardindex.json").write_text(json.dumps({"shardlist": [
+        {"url": "s-0.tar", "nsamples": 2}, {"url": "s-1.tar", "nsamples": 5}]}))
+    assert src.progress_total() == 7, "the index's own counts (for progress only)"
 
 
 def test_parquet_repeated_ids_across_files_become_invalid_rows(image_tree):

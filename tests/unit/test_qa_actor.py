@@ -63,7 +63,14 @@ def test_manifest_then_generated_questions_answered_and_checked():
                                                              ("Is it square?", "generate")]
     assert qa[2] is None, "failed rows get no QA"
     assert out.column(C.QA_MODEL_ID).to_pylist() == ["qa-model"] * 3
+    assert out.column(C.QA_SAMPLING_HASH).to_pylist() == ["s"] * 3
     assert any("A red square." in p for p in a.engine.prompts), "generation sees the caption"
+    # Token counts per pair (the answer's), and per row every QA generation (the asking included).
+    assert [(p["num_prompt_tokens"], p["num_generated_tokens"]) for p in qa[0]] == [(30, 4), (30, 10)]
+    assert out.column(C.QA_GENERATED_TOKENS).to_pylist() == [4 + 10, 9 + 4 + 4, None]
+    assert out.column(C.QA_PROMPT_TOKENS).to_pylist() == [60, 40 + 60, None]
+    ready, done = out.column(C.ENGINES_READY_AT).to_pylist(), out.column(C.DONE_AT).to_pylist()
+    assert ready == [a.ready_at] * 3 and len(set(done)) == 1 and done[0] >= a.ready_at, "one batch, one stamp"
 
 
 def test_question_set_draw_is_deterministic_and_distinct():

@@ -7,11 +7,13 @@ import json
 import re
 from html.parser import HTMLParser
 
+import pytest
+
 from pipeline.progress import RunObserver
 from pipeline.report import REPORT_HTML, REPORT_JSON, publish_report, throughput_series
 from schemas.spec import StorageConfig
 from tests import browser
-from tests.report_fixtures import make_committed_run
+from tests.report_fixtures import BATCH_S, READY_S, STATUSES, make_committed_run
 
 
 class _Figures(HTMLParser):
@@ -67,6 +69,19 @@ def test_running_count_is_throttled_but_always_prints_the_end():
     assert lines[-1].startswith("[vlmbatch] 10/10 images done (1 failed, 10 resumed)")
 
 
+def test_an_unknown_total_says_so_until_the_end_and_the_end_once():
+    stream = io.StringIO()
+    obs = RunObserver(stream=stream, min_interval_s=0.0)
+    obs.start(None)
+    obs.shard({"rows": 5, "by_status": json.dumps({"ok": 5}), "generated_tokens": 50,
+               "qa": json.dumps({"by_status": {"ok": 4}, "prompt_tokens": 9, "generated_tokens": 30, "engine": "e"})})
+    obs.finish()
+    obs.finish()
+    lines = stream.getvalue().splitlines()
+    assert [ln.split(" images done")[0] for ln in lines] == ["[vlmbatch] 0/?", "[vlmbatch] 5/?", "[vlmbatch] 5/5"]
+    assert obs.tokens == 80, "caption and QA tokens both count"
+
+
 def test_report_files_hold_the_figures(tmp_path):
     run = tmp_path / "run-b"
     manifest, _ = make_committed_run(str(run), StorageConfig(), shards=4, rows=10)
@@ -77,23 +92,56 @@ def test_report_files_hold_the_figures(tmp_path):
     hist = figs["generated_length_histogram"]
     assert sum(hist["counts"]) == hist["rows"] == 28
     assert hist["bin_edges"][0] == 4 and hist["bin_edges"][-1] > 26 >= hist["bin_edges"][-2]
-    assert figs["throughput"], "a timeline from the commit loop"
+    assert figs["throughput"], "a timeline from the batches' completion times"
+    assert figs["startup_s"] == READY_S and report["summary"]["startup_s"] == READY_S
+    assert sum(p["images_per_s"] for p in figs["throughput"]) * BATCH_S == pytest.approx(40), \
+        "the series adds up to the rows, bucketed by batch"
     html = (run / REPORT_HTML).read_text()
     assert not re.search(r"https?:|src=|href=|<script|<link", html), "self-contained page: nothing to fetch"
     found = _figures(html)
     assert set(found) == {"throughput", "status", "lengths", "stages"}
     assert found["status"]["bars"] == 4 and found["lengths"]["bars"] == len(hist["counts"])
     assert found["throughput"]["points"] == len(figs["throughput"])
+    assert 'class="segment"' in html and "engine start-up 2.0 s" in html, "start-up drawn as its own segment"
     assert found["stages"]["empty"] == 1, "no Ray Data stats in a Ray-less run: said, not faked"
+    assert "qa_status_breakdown" not in figs and "QA pairs" not in html, "a caption run shows no QA figures"
 
 
-def test_throughput_series_adds_up_to_the_rows():
-    timeline = [(1.0, 10, 100), (2.0, 20, 200), (4.0, 40, 390)]
-    series = throughput_series(timeline, buckets=4)
-    width = 1.0
-    assert sum(p["images_per_s"] * width for p in series) == 40
-    assert [p["images_per_s"] for p in series] == [10, 10, 0, 20]
+def test_throughput_series_from_batch_completions_after_start_up():
+    # Start-up until 10 s, then four batches of 8 rows, two at a time, every 2 s.
+    batches = [(12.0, 8, 80), (12.1, 8, 80), (14.0, 8, 80), (14.1, 8, 70)]
+    series = throughput_series(batches, startup_s=10.0)
+    width = (14.1 - 10.0) / 4
+    assert sum(p["images_per_s"] * width for p in series) == pytest.approx(32, rel=1e-3)
+    assert series[0]["t_s"] > 10.0, "nothing is drawn inside the start-up segment"
+    true_rate = 32 / (14.1 - 10.0)
+    assert max(p["images_per_s"] for p in series) < 3 * true_rate, "no single spike of a shard's commit"
     assert throughput_series([]) == []
+    one = throughput_series([(5.0, 36, 100)], startup_s=4.0)
+    assert one == [{"t_s": 5.0, "images_per_s": 36.0, "tokens_per_s": 100.0}]
+
+
+def test_qa_figures_reach_the_summary_the_report_and_the_page(tmp_path):
+    run = tmp_path / "run-qa"
+    manifest, _ = make_committed_run(str(run), StorageConfig(), shards=2, rows=10, qa=True)
+    s = manifest.summary
+    # 14 ok rows, two pairs each; rows 0, 3, 6, ... repeat themselves.
+    ok_rows = [i for i in range(20) if STATUSES[i % 10] == "ok"]
+    assert s.qa_pairs == 28 and s.qa_by_status == {"ok": 28 - sum(i % 3 == 0 for i in ok_rows),
+                                                   "repetition": sum(i % 3 == 0 for i in ok_rows)}
+    assert s.qa_generated_tokens == sum(3 + (3 + 1) + 2 * (i % 4) for i in ok_rows) and s.qa_prompt_tokens == 60 * 14
+    assert "qa 28 pairs (ok=" in s.render() and "repetition=" in s.render()
+    report = json.loads((run / REPORT_JSON).read_text())
+    assert report["qa_model_id"] == "tiny-qa" and report["qa_engine"] == "transformers-5"
+    figs = report["figures"]
+    assert figs["qa_status_breakdown"] == s.qa_by_status
+    hist = figs["qa_answer_length_histogram"]
+    assert hist["rows"] == s.qa_by_status["ok"]
+    found = _figures((run / REPORT_HTML).read_text())
+    assert set(found) == {"throughput", "status", "lengths", "qa-status", "qa-lengths", "stages"}
+    assert found["qa-status"]["bars"] == 2 and found["qa-lengths"]["bars"] == len(hist["counts"])
+    html = (run / REPORT_HTML).read_text()
+    assert "tiny-qa" in html and "QA pairs" in html
 
 
 def test_report_page_renders_its_figures_in_a_browser(tmp_path):
