@@ -61,7 +61,7 @@ def read_committed(run_root: str, storage: StorageConfig | None = None,
     tables = []
     for entry in manifest.files:
         with fs.open(f"{root}/{entry.path}", "rb") as f:
-            t = pq.read_table(f, columns=columns)
+            t = pq.read_table(f, columns=columns, use_threads=False)
         if t.num_rows != entry.rows:
             raise CommitError(f"{entry.path}: {t.num_rows} rows on disk, manifest says {entry.rows}")
         tables.append(t)
@@ -87,7 +87,7 @@ def check_exactly_once(ledger: Ledger, earlier: set[str], rows_in: int | None, r
     fs, root = filesystem(run_root, storage)
     for entry in (f for f in ledger.files.values() if f.path not in earlier):
         with fs.open(f"{root}/{entry.path}", "rb") as f:
-            ids = pq.read_table(f, columns=[C.ID]).column(C.ID).to_pylist()
+            ids = pq.read_table(f, columns=[C.ID], use_threads=False).column(C.ID).to_pylist()
         dupes = seen.intersection(ids)
         if dupes or len(set(ids)) != len(ids):
             raise CommitError(f"{entry.path} repeats ids already committed ({len(dupes)} rows); not committing")

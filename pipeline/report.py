@@ -94,7 +94,7 @@ def length_histogram(manifest: Manifest, run_root: str, storage: StorageConfig |
             names = set(pf.schema_arrow.names)
             if C.NUM_GENERATED_TOKENS not in names or C.STATUS not in names:
                 return None
-            t = pf.read(columns=[C.NUM_GENERATED_TOKENS, C.STATUS])
+            t = pf.read(columns=[C.NUM_GENERATED_TOKENS, C.STATUS], use_threads=False)
         for n, status in zip(t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True):
             if status == Status.OK.value and n is not None:
                 lengths.append(int(n))

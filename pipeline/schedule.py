@@ -96,7 +96,7 @@ class Schedule:
         for run in self.runs():
             _, path = filesystem(join_uri(self.vroot, run["ids_path"]), self.storage)
             with fs.open(path, "rb") as f:
-                ids.extend(pq.read_table(f).column(C.ID).to_pylist())
+                ids.extend(pq.read_table(f, use_threads=False).column(C.ID).to_pylist())
         return ids
 
     def dataset(self) -> pa.Table:

@@ -225,7 +225,10 @@ def scan_staging(run_root: str, storage: StorageConfig) -> Ledger:
         try:
             with fs.open(f"{root}/{STAGING}/{name}", "rb") as f:
                 pf = pq.ParquetFile(f)
-                t = pf.read(columns=[c for c in wanted if c in pf.schema_arrow.names])
+                # Decoded in this thread: Arrow's pool threads would release the Python-owned read buffers
+                # after this returns, and one still doing so at interpreter exit aborts the process
+                # (std::terminate: ``vlmbatch status``'s rare "terminate called without an active exception").
+                t = pf.read(columns=[c for c in wanted if c in pf.schema_arrow.names], use_threads=False)
         except Exception as exc:  # noqa: BLE001 - unreadable leftovers are redone, not trusted
             log.warning("ignoring unreadable staging file %s: %s", name, exc)
             continue

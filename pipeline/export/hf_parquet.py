@@ -67,7 +67,8 @@ class ImageReader:
             if file_uri not in self._parquet:
                 fs, path = filesystem(file_uri, self.storage)
                 with fs.open(path, "rb") as f:
-                    self._parquet[file_uri] = pq.read_table(f, columns=[self.image_column]).column(0).to_pylist()
+                    table = pq.read_table(f, columns=[self.image_column], use_threads=False)
+                self._parquet[file_uri] = table.column(0).to_pylist()
             value = self._parquet[file_uri][int(row)]
             return bytes(value["bytes"] if isinstance(value, dict) else value)
         fs, path = filesystem(source, self.storage)
