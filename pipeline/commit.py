@@ -17,7 +17,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.storage import filesystem, join_uri
+from operators.storage import filesystem, join_uri, split_uri
+from pipeline.conditional import SUPPORTED, ConditionalObject
 from pipeline.shards import Ledger, retry, write_bytes_atomic
 from schemas import columns as C
 from schemas.manifest import Manifest
@@ -42,9 +43,25 @@ def read_manifest(run_root: str, storage: StorageConfig | None = None) -> Manife
 
 
 def write_manifest(run_root: str, manifest: Manifest, storage: StorageConfig | None = None) -> None:
-    """Publish ``manifest``: the commit of the run."""
-    retry(lambda: write_bytes_atomic(join_uri(run_root, MANIFEST), manifest.model_dump_json(indent=2).encode(),
-                                     storage), f"write {run_root}/{MANIFEST}")
+    """Publish ``manifest``: the commit of the run, once (a conditional create where the store has one).
+
+    Raises:
+        CommitError: another run of the id committed first (its manifest is left as it is).
+    """
+    uri, body = join_uri(run_root, MANIFEST), manifest.model_dump_json(indent=2).encode()
+    if split_uri(uri)[0] not in SUPPORTED:
+        retry(lambda: write_bytes_atomic(uri, body, storage), f"write {uri}")
+        return
+    target = ConditionalObject(uri, storage)
+
+    def create() -> None:
+        if target.create(body) is None:
+            existing = target.read()
+            # Our own earlier PUT whose answer was lost (and retried) left the same bytes.
+            if existing is None or existing[1] != body:
+                raise CommitError(f"{run_root} was committed by another run meanwhile; not replacing its manifest")
+
+    retry(create, f"write {uri}")
 
 
 def read_committed(run_root: str, storage: StorageConfig | None = None,
