@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,31 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import ROOT
+from tests.procs import free_port_block, pids_with_env
 
 #: A line of the run's own logging (``jobs.caption``'s format) or of Ray's start-up chatter.
 _NOISE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING)\s|\(\w+ pid=\d+\)|\s*$|"
                     r"(INFO|WARNING) \d\d-\d\d \d\d:\d\d:\d\d \[)")
-
-
-def free_port_block(n: int) -> int:
-    """First of ``n`` consecutive free loopback ports."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports found")
 
 
 @dataclass
@@ -108,21 +87,8 @@ class Server:
         return env
 
 
-def _marked(marker: str) -> list[tuple[int, str]]:
-    want = f"VLMBATCH_BENCH_MARKER={marker}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if want not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                found.append((int(entry), f.read().replace(b"\0", b" ").decode(errors="replace")))
-        except OSError:
-            continue
-    return found
+def _marked(marker: str, cmdline_contains: str | None = None) -> list[int]:
+    return pids_with_env(f"VLMBATCH_BENCH_MARKER={marker}", cmdline_contains)
 
 
 def reap(marker: str, timeout: float = 20.0) -> None:
@@ -132,7 +98,7 @@ def reap(marker: str, timeout: float = 20.0) -> None:
         left = _marked(marker)
         if not left:
             return
-        for pid, _ in left:
+        for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -158,9 +124,8 @@ class Run:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            for _, cmd in _marked(self.marker):
-                self.ray_started |= "raylet" in cmd or "gcs_server" in cmd
-                self.engine_started |= "CaptionActor" in cmd
+            self.ray_started |= bool(_marked(self.marker, "raylet") or _marked(self.marker, "gcs_server"))
+            self.engine_started |= bool(_marked(self.marker, "CaptionActor"))
             self._stop.wait(0.2)
 
     def wait(self, timeout: float) -> dict:
@@ -189,9 +154,35 @@ def describe_output(text: str) -> dict:
             "lines": len(lines), "traceback": "Traceback (most recent call last)" in text}
 
 
+def bench_arguments(prog: str, doc: str, argv: list[str] | None, only_help: str, timeout: float):
+    """The options both CLI benchmarks take: --root, --label, --only, --timeout, --results-dir."""
+    import argparse
+
+    from bench.common import RESULTS
+
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose vlmbatch runs (default: this one)")
+    parser.add_argument("--label", default="after", help="name part of the result file (before / after)")
+    parser.add_argument("--only", default="", help=only_help)
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds after which a run counts as hung")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.only = [n for n in args.only.split(",") if n]
+    return parser, args
+
+
 def run_cli(root: Path, args: list[str], env: dict, log_dir: Path, timeout: float) -> dict:
     """Run ``vlmbatch ARGS`` to its end (or ``timeout``) and describe it."""
     return Run(root, args, env, log_dir).wait(timeout)
+
+
+def publish(name: str, args, payload: dict) -> None:
+    """Write ``bench/results/<name>-<label>-<date>.json`` (the checkout and its commit recorded) and say where."""
+    from bench.common import write_result
+
+    path = write_result(f"{name}-{args.label}", {"root": str(args.root), "commit": commit_of(args.root), **payload},
+                        args.results_dir)
+    print(f"wrote {path}")
 
 
 def commit_of(root: Path) -> str:

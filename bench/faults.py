@@ -11,7 +11,6 @@ ids, distinct prompts: one spec's rows are one prompt). The peer is the good spe
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import signal
@@ -21,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cli_runs import Run, commit_of, run_cli
-from bench.common import RESULTS, ROOT, loadavg, ratio, write_result
+from bench.cli_runs import Run, bench_arguments, publish, run_cli
+from bench.common import loadavg, ratio
 from bench.preflight import Ctx, base_spec, prepare
 
 EDITED_PROMPT = "Say what is in this picture, briefly."
@@ -154,14 +153,9 @@ FAULTS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose vlmbatch runs (default: this one)")
-    parser.add_argument("--label", default="after", help="name part of the result file (before / after)")
-    parser.add_argument("--only", default="", help=f"comma-separated faults (default: all of {', '.join(FAULTS)})")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds after which a run counts as hung")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    names = [n for n in args.only.split(",") if n] or list(FAULTS)
+    _, args = bench_arguments("python -m bench.faults", __doc__, argv,
+                              f"comma-separated faults (default: all of {', '.join(FAULTS)})", timeout=300)
+    names = args.only or list(FAULTS)
     ctx = prepare(Path(tempfile.mkdtemp(prefix="vlmbatch-faults-")))
     try:
         good = run_cli(args.root, ["run", spec_file(ctx, "orig"), "--run-id", "good"], ctx.server.run_env(args.root),
@@ -174,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             if name in results:
                 results[name]["ratio_to_peer"] = ratio(results[name]["interrupted"]["seconds_after_signal"],
                                                        good["seconds"])
-        path = write_result(f"faults-{args.label}", {"root": str(args.root), "commit": commit_of(args.root),
-                                                     "peers": {"good_run": good}, "faults": results,
-                                                     "load": loadavg()}, args.results_dir)
-        print(f"wrote {path}")
+        publish("faults", args, {"peers": {"good_run": good}, "faults": results, "load": loadavg()})
     finally:
         ctx.server.stop()
     return 0

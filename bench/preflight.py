@@ -17,7 +17,6 @@ Results: ``bench/results/preflight-<label>-<date>.json``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import shutil
@@ -26,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cli_runs import Server, commit_of, free_port_block, run_cli
-from bench.common import RESULTS, ROOT, loadavg, ratio, tiny_model, write_result
+from bench.cli_runs import Server, bench_arguments, publish, run_cli
+from bench.common import loadavg, ratio, tiny_model
+from tests.procs import free_port_block
 
 
 @dataclass
@@ -157,14 +157,9 @@ def run_case(case: Case | None, ctx: Ctx, root: Path, timeout: float, run_id: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.preflight", description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose vlmbatch runs (default: this one)")
-    parser.add_argument("--label", default="after", help="name part of the result file (before / after)")
-    parser.add_argument("--only", default="", help="comma-separated case names (default: all)")
-    parser.add_argument("--timeout", type=float, default=240, help="seconds after which a run counts as hung")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    only = {n for n in args.only.split(",") if n}
+    parser, args = bench_arguments("python -m bench.preflight", __doc__, argv, "comma-separated case names "
+                                   "(default: all)", timeout=240)
+    only = set(args.only)
     unknown = only - {c.name for c in CASES}
     if unknown:
         parser.error(f"unknown cases: {', '.join(sorted(unknown))}")
@@ -187,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             load.append(loadavg())
             print(f"{case.name:24s} rc={result['rc']} {result['seconds']:7.1f} s  {result['first_line'][:100]}",
                   flush=True)
-        path = write_result(f"preflight-{args.label}", {
-            "root": str(args.root), "commit": commit_of(args.root), "timeout_s": args.timeout, "peers": peers,
-            "cases": results, "load": load}, args.results_dir)
-        print(f"wrote {path}")
+        publish("preflight", args, {"timeout_s": args.timeout, "peers": peers, "cases": results, "load": load})
     finally:
         ctx.server.stop()
     return 0

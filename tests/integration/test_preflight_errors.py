@@ -50,19 +50,17 @@ def setup(s3_server, tiny_models, tmp_path_factory):
     return tmp, env, fast_spec(s3_server, BUCKET, str(tiny_models["internvl"])), str(corrupt)
 
 
-def _endpoints(url):
-    def change(spec):
-        spec["source"]["storage"]["endpoint_url"] = spec["sink"]["storage"]["endpoint_url"] = url
-    return change
+def _set(*paths_then_value):
+    """A spec change setting every dotted path given to the last argument."""
+    *paths, value = paths_then_value
 
-
-def _set(path, value):
     def change(spec):
-        node = spec
-        *parents, leaf = path.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
+        for path in paths:
+            node = spec
+            *parents, leaf = path.split(".")
+            for key in parents:
+                node = node[key]
+            node[leaf] = value
     return change
 
 
@@ -73,7 +71,8 @@ NO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
 def cases(corrupt: str) -> dict:
     """name -> (spec change, environment change, exit code, the line it must print)."""
     return {
-        "wrong endpoint": (_endpoints(f"http://127.0.0.1:{free_port()}"), {}, 5,
+        "wrong endpoint": (_set("source.storage.endpoint_url", "sink.storage.endpoint_url",
+                                f"http://127.0.0.1:{free_port()}"), {}, 5,
                            r"^error: source s3://preflight/corpus/: cannot reach the object store at "
                            r"http://127\.0\.0\.1:\d+: cannot connect: Connection refused$"),
         "wrong secret": (None, {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, 5,
