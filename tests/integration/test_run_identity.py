@@ -45,7 +45,8 @@ def stop_with(run: subprocess.Popen, sig: int) -> str:
     run.send_signal(sig)
     assert run.wait(timeout=120) == 128 + sig, log_of(run)
     log = log_of(run)
-    assert log.rstrip().splitlines()[-1] == "interrupted: rerun with --run-id r to resume", log[-1500:]
+    # Ray's own shutdown may still log after it; what the run says is that one line, and no traceback.
+    assert "interrupted: rerun with --run-id r to resume" in log.splitlines(), log[-1500:]
     assert "Traceback" not in log, log
     return log
 
