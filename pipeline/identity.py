@@ -2,8 +2,8 @@
 
 Spec identity. Every row a run commits depends on the spec's source, decode, model, sampling,
 caption, post-check and QA settings; a resume that changed any of them would commit rows of two
-specs under one manifest. So the first attempt of a run records its spec in staging
-(``<run>/staging/spec.json``), and every later attempt (and a rerun of a committed run id) compares
+specs under one manifest. So the first attempt of a run records its spec beside its staging
+(``<run>/spec.json``), and every later attempt (and a rerun of a committed run id) compares
 its own spec with the recorded (or committed) one: they must have the same :func:`identity_digest`,
 else :class:`SpecMismatch` names both digests and the fields that differ. Settings that cannot
 change what a row says are left out (:data:`NOT_IDENTITY`): how much of the cluster to use, batch
@@ -26,12 +26,14 @@ from contextlib import AbstractContextManager
 from operators.storage import filesystem, join_uri, split_uri
 from pipeline.conditional import SUPPORTED
 from pipeline.locks import ObjectLock
-from pipeline.shards import STAGING, retry, write_bytes_atomic
+from pipeline.shards import retry, write_bytes_atomic
 from schemas.spec import JobSpec, StorageConfig
 
 log = logging.getLogger(__name__)
 
-SPEC_RECORD = f"{STAGING}/spec.json"
+# Beside staging/, not in it: staging/ holds shards only (resumes, tests and readers of the
+# prefix take every file there for one).
+SPEC_RECORD = "spec.json"
 LEASE = "lease.json"
 
 _ENGINE_KNOBS = ("max_num_seqs", "tensor_parallel_size", "gpu_memory_utilization", "enforce_eager",
@@ -106,7 +108,7 @@ def compare(run_id: str, recorded: dict, spec: JobSpec, committed: bool) -> None
 
 
 def recorded_spec(run_root: str, storage: StorageConfig) -> dict | None:
-    """The spec the run's first attempt recorded in staging, or None."""
+    """The spec the run's first attempt recorded, or None."""
     fs, root = filesystem(run_root, storage)
     try:
         raw = retry(lambda: fs.cat_file(f"{root}/{SPEC_RECORD}"), f"read {run_root}/{SPEC_RECORD}")

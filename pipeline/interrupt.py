@@ -3,8 +3,9 @@
 A pod eviction sends SIGTERM, Ctrl-C sends SIGINT; both should stop the run within seconds and
 leave it resumable: the exception unwinds through the run (Ray Data stops its executor, the lease
 is released so the rerun need not wait for it to expire), and the command prints one line saying
-how to resume. Ray installs its own SIGTERM handler when the driver connects (``sys.exit`` from
-wherever the main thread is), so :func:`install` is called again after ``ray.init``.
+how to resume. Ray installs its own SIGTERM handlers when the driver starts or joins it (``sys.exit``
+from wherever the main thread is), so ``ray.init`` runs inside :func:`ray_starting`, which puts ours
+back after it.
 
 A second signal while the first is being handled exits at once (the user insists).
 """
@@ -50,6 +51,22 @@ def install() -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             signal.signal(sig, _handler)
+
+
+@contextmanager
+def ray_starting() -> Iterator[None]:
+    """Around ``ray.init``: a SIGTERM meanwhile is an :class:`Interrupted` too, and ours are the handlers after it.
+
+    ``ray.init`` installs its own SIGTERM handlers before it starts the local node: one that stops
+    the node's processes and calls ``sys.exit(1)``, one that calls ``sys.exit(15)``. A SIGTERM
+    during the start therefore ends ``ray.init`` with ``SystemExit`` (Ray has cleaned up); nothing
+    else in it exits the process.
+    """
+    try:
+        yield
+    except SystemExit:
+        raise Interrupted(signal.SIGTERM) from None
+    install()
 
 
 @contextmanager

@@ -28,8 +28,7 @@ from pipeline.commit import MANIFEST, CommitError, check_exactly_once, read_mani
 from pipeline.dag import Pipeline
 from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
 from pipeline.identity import check_attempt, compare, run_lease
-from pipeline.interrupt import install as install_interrupts
-from pipeline.interrupt import interruptible
+from pipeline.interrupt import interruptible, ray_starting
 from pipeline.plan import Engines, build_pipeline, new_run_id
 from pipeline.preflight import check_engines, check_stores
 from pipeline.progress import RunObserver
@@ -168,8 +167,8 @@ class Run:
             log.info("nothing new to process for run %s", self.run_id)
             return None
         check_attempt(spec, self.run_id, self.run_root)
-        init_ray(spec.run)
-        install_interrupts()  # ray.init put its own SIGTERM handler in place of ours
+        with ray_starting():  # ray.init puts its own SIGTERM handlers in place of ours
+            init_ray(spec.run)
         check_joined(spec.run, self.pipeline)
         configure_data_context(spec.run, spec.resources)
         log.info("run %s: %s -> %s", self.run_id, self.pipeline.describe(), self.run_root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from jobs.caption import run_spec_file
 from operators.storage_errors import describe, is_transient
 from pipeline.cluster_check import Pool, ResourceError, check, demands
-from pipeline.interrupt import Interrupted, interruptible
+from pipeline.interrupt import Interrupted, interruptible, ray_starting
 from pipeline.model_check import ModelError, check_model, looks_like_path
 from pipeline.plan import build_pipeline
 from pipeline.shards import retry
@@ -124,6 +125,18 @@ def test_sigint_and_sigterm_raise_one_interruption(sig):
     assert info.value.signum == sig and info.value.exit_code == 128 + sig
     assert isinstance(info.value, KeyboardInterrupt)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_sigterm_while_ray_starts_is_an_interruption_and_ours_are_the_handlers_after():
+    with interruptible():
+        with pytest.raises(Interrupted) as info, ray_starting():
+            signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))  # what ray.init installs for a local node
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        assert info.value.exit_code == 143
+        with ray_starting():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # put back after a clean start
 
 
 def test_an_empty_run_id_is_an_error(capsys):
