@@ -65,8 +65,10 @@ def ray_starting() -> Iterator[None]:
     try:
         yield
     except SystemExit:
+        _state["signalled"] = signal.SIGTERM  # a second one now exits at once
         raise Interrupted(signal.SIGTERM) from None
-    install()
+    finally:
+        install()
 
 
 @contextmanager
