@@ -60,7 +60,7 @@ def run_spec_file(path: str, run_id: str | None = None, new_run_id_on_change: bo
     if run_id is not None and not run_id.strip():
         print("error: --run-id is empty; give a run id, or leave the option out for a new one", file=sys.stderr)
         return 2
-    resume = "rerun the same command to resume"
+    current = {"run_id": None}  # the run id an interruption names (a schedule picks its own)
     try:
         with interruptible():
             from jobs.specfile import load_spec
@@ -69,11 +69,11 @@ def run_spec_file(path: str, run_id: str | None = None, new_run_id_on_change: bo
             if spec.schedule is None:
                 from pipeline.plan import new_run_id
 
-                run_id = run_id or spec.run.run_id or new_run_id(spec.name)
-                resume = f"rerun with --run-id {run_id} to resume"
-            return _run(spec, run_id, new_run_id_on_change)
+                current["run_id"] = run_id or spec.run.run_id or new_run_id(spec.name)
+            return _run(spec, current, new_run_id_on_change)
     except KeyboardInterrupt as exc:
-        print(f"interrupted: {resume}", file=sys.stderr, flush=True)
+        resume = f"rerun with --run-id {current['run_id']}" if current["run_id"] else "rerun the same command"
+        print(f"interrupted: {resume} to resume", file=sys.stderr, flush=True)
         return as_interrupted(exc).exit_code
     except Exception as exc:  # noqa: BLE001 - the known failures become one line and their code
         code, line = outcome(exc)
@@ -83,17 +83,18 @@ def run_spec_file(path: str, run_id: str | None = None, new_run_id_on_change: bo
         return code
 
 
-def _run(spec, run_id: str | None, new_run_id_on_change: bool) -> int:
+def _run(spec, current: dict, new_run_id_on_change: bool) -> int:
     from pipeline.identity import SpecMismatch
     from pipeline.plan import new_run_id
     from pipeline.runner import run_job
     from pipeline.schedule import Schedule
 
+    run_id = current["run_id"]
     if spec.schedule is not None:
-        outcome = Schedule(spec).run_once(run_id, new_run_on_change=new_run_id_on_change)
-        print(f"schedule {spec.schedule.state_uri} dataset version {outcome.version}: "
-              f"{outcome.earlier_runs} earlier runs, {outcome.new_rows} new rows")
-        if outcome.manifest is None:
+        done = Schedule(spec).run_once(spec.run.run_id, new_run_on_change=new_run_id_on_change)
+        print(f"schedule {spec.schedule.state_uri} dataset version {done.version}: "
+              f"{done.earlier_runs} earlier runs, {done.new_rows} new rows")
+        if done.manifest is None:
             print("nothing new to process")
         return 0
     try:
@@ -101,10 +102,10 @@ def _run(spec, run_id: str | None, new_run_id_on_change: bool) -> int:
     except SpecMismatch as exc:
         if not new_run_id_on_change:
             raise
-        fresh = new_run_id(spec.name)
+        current["run_id"] = new_run_id(spec.name)
         print(f"spec {exc.current} differs from run {run_id}'s ({exc.recorded}) in {', '.join(exc.fields)}: "
-              f"starting run {fresh}", file=sys.stderr, flush=True)
-        run_job(spec, fresh)
+              f"starting run {current['run_id']}", file=sys.stderr, flush=True)
+        run_job(spec, current["run_id"])
     return 0
 
 
