@@ -26,10 +26,11 @@ from bench.common import ROOT
 from tests.procs import free_port_block, pids_with_env
 
 #: A line of the run's own logging (``jobs.caption``'s format), Ray's and vLLM's INFO / WARNING records,
-#: an actor's prefixed output, a Python warning: the noise around what the run says to its user.
+#: an actor's prefixed output, a Python warning, the progress line: the noise around what the run says to
+#: its user.
 _NOISE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING)\s|(\x1b\[\d+m)?\(.* pid=\d+[,)]|"
                     r"\s*$|(INFO|WARNING) \d\d-\d\d \d\d:\d\d:\d\d \[|\[\d{4}-\d\d-\d\d [\d:,]+ [IW] \d+ \d+\] |"
-                    r"\S+:\d+: \w*Warning: |  return ds\.map_batches)")
+                    r"\S+:\d+: \w*Warning: |  return ds\.map_batches|\[vlmbatch\] \d+)")
 
 
 @dataclass
