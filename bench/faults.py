@@ -70,10 +70,10 @@ def wait_for_shard(ctx: Ctx, run_id: str, run: Run, timeout: float = 300) -> Non
 
 
 def edited_resume(ctx: Ctx, root: Path, timeout: float) -> dict:
-    """A run dies after two shards; the prompt is edited; the same run id is run again; then the original."""
+    """A run dies after its first shard; the prompt is edited; the same run id is run again; then the original."""
     env = ctx.server.run_env(root)
     first = run_cli(root, ["run", spec_file(ctx, "orig"), "--run-id", "edited"],
-                    {**env, "VLMBATCH_CRASH_AT": "after-shards:2"}, ctx.tmp, timeout)
+                    {**env, "VLMBATCH_CRASH_AT": "after-shards:1"}, ctx.tmp, timeout)
     edited = run_cli(root, ["run", spec_file(ctx, "edit", EDITED_PROMPT), "--run-id", "edited"], env, ctx.tmp, timeout)
     out = {"crashed_attempt": first, "edited_resume": edited, "after_edited": committed(ctx, "edited")}
     if not out["after_edited"]["committed"]:

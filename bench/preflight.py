@@ -51,7 +51,8 @@ def base_spec(ctx: Ctx) -> dict:
         "model": {"family": "internvl", "model_id": ctx.model,
                   "engine": {"kind": "transformers", "dtype": "float32", "max_model_len": 1024, "max_num_seqs": 16}},
         "sampling": {"max_tokens": 6, "min_tokens": 6},
-        "sink": {"uri": f"s3://{b}/captions/", "storage": storage, "rows_per_file": 8},
+        # Shards of one engine batch: they land as the run goes (a crash or a signal mid-run leaves work to resume).
+        "sink": {"uri": f"s3://{b}/captions/", "storage": storage, "rows_per_file": 4},
         "postcheck": {"truncated": False, "repetition": False},
         "resources": {"num_engines": 1, "batch_size": 4, "batches_in_flight": 2, "cpu_batch_size": 8},
         "run": {"num_cpus": 2, "progress_bars": False},
