@@ -28,9 +28,13 @@ from tests.procs import free_port_block, pids_with_env
 #: A line of the run's own logging (``jobs.caption``'s format), Ray's and vLLM's INFO / WARNING records,
 #: an actor's prefixed output, a Python warning, the progress line: the noise around what the run says to
 #: its user.
-_NOISE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING)\s|(\x1b\[\d+m)?\(.* pid=\d+[,)]|"
-                    r"\s*$|(INFO|WARNING) \d\d-\d\d \d\d:\d\d:\d\d \[|\[\d{4}-\d\d-\d\d [\d:,]+ [IW] \d+ \d+\] |"
-                    r"\S+:\d+: \w*Warning: |  return ds\.map_batches|\[vlmbatch\] \d+)")
+_NOISE = re.compile("|".join((
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING)\s",  # ours and Ray's Python records
+    r"^(INFO|WARNING) \d\d-\d\d \d\d:\d\d:\d\d \[",  # vLLM's
+    r"^\[\d{4}-\d\d-\d\d [\d:,]+ ([IW]|E \d+ \d+\] core_worker\.cc:\d+: Actor with) ",  # Ray's C++ chatter
+    r"^(\x1b\[\d+m)?\(.* pid=\d+[,)]",  # an actor's output
+    r"^\S+:\d+: \w*Warning: ", r"^  return ds\.map_batches",  # a deprecation warning and its source line
+    r"^\[vlmbatch\] \d+", r"^\s*$")))
 
 
 @dataclass
