@@ -1,10 +1,11 @@
 """One run id, one live run, one spec: concurrent runs, an edited spec and signals against real runs.
 
 A single story on the real S3 server and a real local Ray (transformers engine, small shards), so
-three engine starts cover it all: a run of ``r`` is refused a twin while it runs and is stopped by
-SIGTERM; the edited spec cannot resume it; the original resumes, is stopped by SIGINT, resumes
-again and commits every row exactly once, all of them the original prompt's; the committed id then
-refuses the edited spec. Refusals happen before Ray starts (checked by a fresh ``RAY_TMPDIR``).
+two engine runs cover it all: a run of ``r`` is refused a twin while it runs and is stopped by
+SIGTERM mid-run; the edited spec cannot resume it; a resume stopped by SIGINT as it starts says the
+same; the original resumes and commits every row exactly once, all of them the original prompt's;
+the committed id then refuses the edited spec. Refusals happen before Ray starts (checked by a
+fresh ``RAY_TMPDIR``).
 """
 
 from __future__ import annotations
@@ -84,17 +85,21 @@ def test_one_live_run_one_spec_and_signals_then_every_row_once(s3_server, tiny_m
     assert lines[0] == (f"refused: run r was started with spec {digests[0]}, this spec is {digests[1]} (differs in "
                         "caption.prompt); rerun it with its own spec, or give a new run id (--new-run-id-on-change)")
 
-    # The original resumes; Ctrl-C once it has written more; the same command again commits.
+    # Ctrl-C while the resume starts (its lease taken, Ray not yet running its engine): the same line, and
+    # the lease released. (Past Ray's start SIGINT and SIGTERM take one path, tested mid-run above.)
     second = start_run(original, "r", env)
-    wait_until(lambda: len(staged(s3_server, BUCKET, "r")) > len(after_first), 300, "a resumed shard", second)
+    wait_until(lambda: fs.exists(f"{BUCKET}/captions/r/lease.json"), 120, "the resume's lease", second)
     stop_with(second, signal.SIGINT)
     reap(marker)
+    assert not fs.exists(f"{BUCKET}/captions/r/lease.json")
+
+    # The same command again commits.
     third = start_run(original, "r", env)
     assert third.wait(timeout=600) == 0, log_of(third)
     manifest = assert_exactly_once(s3_server, BUCKET, "r")
     assert manifest.summary.rows_resumed > 0
     prompts = set(read_committed(root, storage, columns=[C.PROMPT]).column(C.PROMPT).to_pylist()) - {None}
-    assert len(prompts) == 1 and spec["caption"].get("prompt", "Describe this image in detail.") in prompts.pop()
+    assert len(prompts) == 1 and JobSpec.model_validate(spec).caption.prompt in prompts.pop()
 
     # The committed id: its own spec is a no-op, the edited one is refused.
     rc, lines, _ = refused(edited, env, tmp_path)
