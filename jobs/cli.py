@@ -10,7 +10,7 @@ from pathlib import Path
 def _cmd_run(args: argparse.Namespace) -> int:
     from jobs.caption import run_spec_file
 
-    return run_spec_file(args.spec, args.run_id)
+    return run_spec_file(args.spec, args.run_id, args.new_run_id_on_change)
 
 
 def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
@@ -85,9 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlmbatch", description="Batch vision-language captioning on Ray + vLLM.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run a job spec on the local or configured Ray cluster")
+    from jobs.caption import EXIT_CODES, add_run_arguments
+
+    p = sub.add_parser("run", help="run a job spec on the local or configured Ray cluster", epilog=EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="YAML job spec")
-    p.add_argument("--run-id", help="run id (reuse to resume)")
+    add_run_arguments(p)
     p.set_defaults(fn=_cmd_run)
 
     p = sub.add_parser("make-tiny-model", help="build a deterministic tiny random-weight model of a family")

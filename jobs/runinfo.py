@@ -4,7 +4,8 @@
 ``status`` reads the manifest (or, before the commit, what staging holds); ``report`` prints
 the run report and saves ``report.html`` / ``report.json`` where asked, rebuilding the report
 from the manifest when the run left none. Both only read; exit 0 for a committed run, 3 for a
-run that is not committed (yet), 2 for a run root that holds nothing.
+run that is not committed (yet), 2 for a run root that holds nothing, 5 for a store that cannot
+be read (unreachable, credentials rejected, no such bucket: one line, after one quick probe).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 NOT_COMMITTED = 3
 NOTHING = 2
+UNREADABLE = 5
 
 
 def _storage(endpoint_url: str | None):
@@ -53,8 +55,33 @@ def status_lines(run_root: str, endpoint_url: str | None = None) -> tuple[int, l
     ]
 
 
+def probe(run_root: str, endpoint_url: str | None) -> str | None:
+    """One line on why the run root's store cannot be read (one quick request), or None if it can."""
+    from operators.storage import split_uri
+    from pipeline.preflight import PreflightError, probe_filesystem, store_problem
+
+    storage = _storage(endpoint_url)
+    protocol, path = split_uri(run_root)
+    if protocol not in ("s3", "s3a"):
+        return None
+    try:
+        fs, _ = probe_filesystem(run_root, storage)
+        bucket, _, key = path.partition("/")
+        fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=1)
+    except PreflightError as exc:
+        return f"error: {exc}"
+    except Exception as exc:  # noqa: BLE001 - every answer becomes one line
+        line = f"error: {store_problem('run', run_root, storage, exc, 'list')}"
+        return line + ("" if endpoint_url else " (--endpoint-url names a non-AWS store)")
+    return None
+
+
 def status_command(run_root: str, endpoint_url: str | None = None) -> int:
     """Body of ``vlmbatch status``."""
+    problem = probe(run_root, endpoint_url)
+    if problem:
+        print(problem, file=sys.stderr)
+        return UNREADABLE
     code, lines = status_lines(run_root, endpoint_url)
     print("\n".join(lines))
     return code
@@ -81,6 +108,10 @@ def report_command(run_root: str, endpoint_url: str | None = None, html_out: str
     """Body of ``vlmbatch report``."""
     from pipeline.report_html import render_html
 
+    problem = probe(run_root, endpoint_url)
+    if problem:
+        print(problem, file=sys.stderr)
+        return UNREADABLE
     report = load_or_build_report(run_root, endpoint_url)
     if report is None:
         print(f"{run_root} is not committed: no report yet (see `vlmbatch status`)", file=sys.stderr)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.storage import filesystem, join_uri
+from operators.storage import filesystem, join_uri, split_uri
+from pipeline.conditional import SUPPORTED, ConditionalObject
 from pipeline.shards import Ledger, retry, write_bytes_atomic
 from schemas import columns as C
 from schemas.manifest import Manifest
@@ -42,9 +43,25 @@ def read_manifest(run_root: str, storage: StorageConfig | None = None) -> Manife
 
 
 def write_manifest(run_root: str, manifest: Manifest, storage: StorageConfig | None = None) -> None:
-    """Publish ``manifest``: the commit of the run."""
-    retry(lambda: write_bytes_atomic(join_uri(run_root, MANIFEST), manifest.model_dump_json(indent=2).encode(),
-                                     storage), f"write {run_root}/{MANIFEST}")
+    """Publish ``manifest``: the commit of the run, once (a conditional create where the store has one).
+
+    Raises:
+        CommitError: another run of the id committed first (its manifest is left as it is).
+    """
+    uri, body = join_uri(run_root, MANIFEST), manifest.model_dump_json(indent=2).encode()
+    if split_uri(uri)[0] not in SUPPORTED:
+        retry(lambda: write_bytes_atomic(uri, body, storage), f"write {uri}")
+        return
+    target = ConditionalObject(uri, storage)
+
+    def create() -> None:
+        if target.create(body) is None:
+            existing = target.read()
+            # Our own earlier PUT whose answer was lost (and retried) left the same bytes.
+            if existing is None or existing[1] != body:
+                raise CommitError(f"{run_root} was committed by another run meanwhile; not replacing its manifest")
+
+    retry(create, f"write {uri}")
 
 
 def read_committed(run_root: str, storage: StorageConfig | None = None,
@@ -61,7 +78,7 @@ def read_committed(run_root: str, storage: StorageConfig | None = None,
     tables = []
     for entry in manifest.files:
         with fs.open(f"{root}/{entry.path}", "rb") as f:
-            t = pq.read_table(f, columns=columns)
+            t = pq.read_table(f, columns=columns, use_threads=False)
         if t.num_rows != entry.rows:
             raise CommitError(f"{entry.path}: {t.num_rows} rows on disk, manifest says {entry.rows}")
         tables.append(t)
@@ -87,7 +104,7 @@ def check_exactly_once(ledger: Ledger, earlier: set[str], rows_in: int | None, r
     fs, root = filesystem(run_root, storage)
     for entry in (f for f in ledger.files.values() if f.path not in earlier):
         with fs.open(f"{root}/{entry.path}", "rb") as f:
-            ids = pq.read_table(f, columns=[C.ID]).column(C.ID).to_pylist()
+            ids = pq.read_table(f, columns=[C.ID], use_threads=False).column(C.ID).to_pylist()
         dupes = seen.intersection(ids)
         if dupes or len(set(ids)) != len(ids):
             raise CommitError(f"{entry.path} repeats ids already committed ({len(dupes)} rows); not committing")

@@ -1,124 +1,206 @@
-"""A lock that works on object storage: conditional create of one small object.
+"""A lease on object storage: one holder at a time, renewed while it lives, taken over once it is dead.
 
-S3 (and SeaweedFS) honour ``If-None-Match: *`` on PUT: of two clients creating the same key,
-exactly one succeeds and the other gets 412 Precondition Failed. Local paths use ``link()``
-of a fully written file. The lock object records its owner and an expiry, so a lock left by
-a run that died is recognisable and may be broken after its TTL.
+The lease is one small JSON object written with conditional requests (:mod:`pipeline.conditional`):
+created only if absent (``If-None-Match: *``), renewed only while it is still the holder's own
+version (``If-Match``), removed only by its holder or by a taker that saw that very version dead.
+It records its holder (run id, host, pid, the process's start time and the host's boot id) and
+its expiry. A holder is dead when
+
+- its expiry has passed: it stopped renewing (its process, host or network died), or
+- it ran on this host (same host name and boot id) and its process is gone, so the rerun of a
+  killed driver on the same machine does not wait out the lifetime.
+
+Used as a context manager, :class:`ObjectLock` renews itself every quarter of its lifetime from
+a daemon thread; :meth:`ObjectLock.check` says, with one read, whether it is still held (a holder
+that could not renew in time may have been taken over) before its holder publishes anything.
+Run-id leases (:mod:`pipeline.identity`) and schedule locks (:mod:`pipeline.schedule`) are both this.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
 import time
+import uuid
 
-from operators.storage import filesystem, split_uri
+from pipeline.conditional import ConditionalObject, Precondition
 from schemas.spec import StorageConfig
+
+log = logging.getLogger(__name__)
 
 
 class LockHeld(RuntimeError):
-    """Somebody else holds the lock."""
+    """Somebody else holds the lock, and is alive as far as can be told."""
 
     def __init__(self, uri: str, owner: dict):
         self.owner = owner
+        now = time.time()
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(owner.get("acquired_at", 0)))
+        renewed = owner.get("renewed_at", owner.get("acquired_at"))
+        fresh = f", renewed {now - renewed:.0f} s ago" if renewed else ""
+        expires = owner.get("expires_at")
+        left = f"; it expires in {max(expires - now, 0):.0f} s unless renewed" if expires else ""
         super().__init__(
             f"{uri} is held by run {owner.get('run_id')!r} (host {owner.get('host')}, pid {owner.get('pid')}) "
-            f"since {since}; refusing to overlap it"
+            f"since {since}{fresh}{left}; refusing to overlap it"
         )
 
 
-def _precondition_failed(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) is S3's 412 / 409 answer to a conditional create."""
-    while exc is not None:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code in ("PreconditionFailed", "ConditionalRequestConflict") or "pre-conditions you specified" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+class LockLost(RuntimeError):
+    """The lease was taken over while its holder ran (it was not renewed in time); nothing may be published."""
 
 
-def _create_exclusive(uri: str, body: bytes, storage: StorageConfig) -> bool:
-    """Create ``uri`` only if it does not exist; True if this call created it."""
-    protocol, path = split_uri(uri)
-    fs, _ = filesystem(uri, storage)
-    if protocol == "file":
-        # Write the whole body aside, then link it into place: link() fails if the name exists,
-        # and a reader never sees a lock file without its owner in it.
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(body)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
-        return True
-    bucket, _, key = path.partition("/")
+def _boot_id() -> str | None:
     try:
-        fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-    except Exception as exc:  # noqa: BLE001 - s3fs wraps botocore's ClientError in OSError
-        if _precondition_failed(exc):
-            return False
-        raise
-    return True
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (None if there is no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may hold spaces and parentheses, so split after its ')'.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def holder_alive(owner: dict) -> bool | None:
+    """Whether the holder's process lives: True / False on this host, None (cannot tell) elsewhere."""
+    if owner.get("host") != socket.gethostname() or not owner.get("boot_id") or owner["boot_id"] != _boot_id():
+        return None
+    pid, start = owner.get("pid"), owner.get("pid_start")
+    if not isinstance(pid, int):
+        return None
+    now_start = _start_time(pid)
+    return now_start is not None and (start is None or now_start == start)
 
 
 class ObjectLock:
-    """``with ObjectLock(uri, owner_run_id): ...`` holds the lock for the block.
+    """``with ObjectLock(uri, run_id, storage, ttl_s): ...`` holds the lease for the block, renewing it.
 
     Raises:
-        LockHeld: another live owner holds it.
+        LockHeld: another live holder has it (on entry).
     """
 
-    def __init__(self, uri: str, run_id: str, storage: StorageConfig | None = None, ttl_s: int = 86_400):
+    def __init__(self, uri: str, run_id: str, storage: StorageConfig | None = None, ttl_s: int = 60):
         self.uri = uri
         self.run_id = run_id
         self.storage = storage or StorageConfig()
         self.ttl_s = ttl_s
+        self.token = uuid.uuid4().hex
+        self.lost = False
+        self._object = ConditionalObject(uri, self.storage)
+        self._etag: str | None = None
+        self._acquired_at = 0.0
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
-    def _owner(self) -> dict:
+    def _body(self) -> bytes:
         now = time.time()
-        return {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "acquired_at": now,
-                "expires_at": now + self.ttl_s}
+        return json.dumps({"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
+                           "pid_start": _start_time(os.getpid()), "boot_id": _boot_id(), "token": self.token,
+                           "acquired_at": self._acquired_at or now, "renewed_at": now, "expires_at": now + self.ttl_s,
+                           "ttl_s": self.ttl_s}).encode()
 
     def read(self) -> dict | None:
         """The current holder, or None."""
-        fs, path = filesystem(self.uri, self.storage)
-        try:
-            return json.loads(fs.cat_file(path))
-        except FileNotFoundError:
-            return None
+        current = self._object.read()
+        return None if current is None else _parse(current[1])
 
     def acquire(self) -> None:
-        for _ in range(2):
-            if _create_exclusive(self.uri, json.dumps(self._owner()).encode(), self.storage):
+        self._acquired_at = time.time()
+        for _ in range(3):
+            etag = self._object.create(self._body())
+            if etag is not None:
+                self._etag = etag
                 return
-            owner = self.read()
-            if owner is None:
-                continue  # released between our create and our read: try once more
-            if owner.get("expires_at", 0) > time.time():
+            current = self._object.read()
+            if current is None:
+                continue  # released between our create and our read: try again
+            owner = _parse(current[1])
+            reason = _dead(owner)
+            if reason is None:
                 raise LockHeld(self.uri, owner)
-            # Expired: its run died. Breaking it races only with another breaker, and the
-            # conditional create below still lets exactly one of us in.
-            self.release()
-        owner = self.read() or {}
-        raise LockHeld(self.uri, owner)
+            log.warning("taking over %s from run %r (host %s, pid %s): %s", self.uri, owner.get("run_id"),
+                        owner.get("host"), owner.get("pid"), reason)
+            # Only the version seen dead is removed; if another taker replaced it first, theirs stays.
+            self._object.delete(current[0])
+        raise LockHeld(self.uri, self.read() or {})
+
+    def renew(self) -> None:
+        """Extend the lease by its lifetime, if it is still ours; else mark it lost."""
+        with self._mutex:
+            if self._etag is None or self.lost:
+                return
+            try:
+                self._etag = self._object.replace(self._body(), self._etag)
+            except Precondition:
+                self.lost = True
+                log.error("lost %s: another holder took it over (it was not renewed in time)", self.uri)
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` unless the lease is still this holder's (one read)."""
+        with self._mutex:
+            current = None if self.lost else self._object.read()
+            if current is None or current[0] != self._etag:
+                self.lost = True
+                raise LockLost(f"{self.uri} was taken over by another run while this one ran; not publishing")
 
     def release(self) -> None:
-        fs, path = filesystem(self.uri, self.storage)
-        try:
-            fs.rm_file(path)
-        except FileNotFoundError:
-            pass
+        """Stop renewing and remove the lease if it is still ours (a failure only leaves it to expire)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        with self._mutex:
+            if self._etag is None or self.lost:
+                return
+            try:
+                self._object.delete(self._etag)
+            except Exception as exc:  # noqa: BLE001 - it expires on its own
+                log.warning("could not remove %s (%s); it expires in %d s", self.uri, exc, self.ttl_s)
+            self._etag = None
+
+    def _renew_forever(self) -> None:
+        interval = max(self.ttl_s / 4, 1.0)
+        while not self._stop.wait(interval) and not self.lost:
+            try:
+                self.renew()
+            except Exception as exc:  # noqa: BLE001 - the store may be briefly away; try at the next tick
+                log.warning("could not renew %s: %s", self.uri, exc)
 
     def __enter__(self) -> ObjectLock:
         self.acquire()
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew_forever, name=f"lease-{self.run_id}", daemon=True)
+        self._renewer.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _parse(body: bytes) -> dict:
+    try:
+        owner = json.loads(body)
+    except ValueError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _dead(owner: dict) -> str | None:
+    """Why the holder counts as dead, or None if it may be alive."""
+    expires = owner.get("expires_at")
+    if not isinstance(expires, (int, float)) or expires <= time.time():
+        return "its lease expired"
+    if holder_alive(owner) is False:
+        return "its process is gone"
+    return None

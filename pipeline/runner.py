@@ -23,10 +23,14 @@ from typing import TYPE_CHECKING, TextIO
 from operators.skip import skip_done_stage
 from operators.storage import join_uri
 from operators.vlm.factory import EngineFactory
+from pipeline.cluster_check import check_joined
 from pipeline.commit import MANIFEST, CommitError, check_exactly_once, read_manifest, write_manifest
 from pipeline.dag import Pipeline
 from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
+from pipeline.identity import check_attempt, compare, run_lease
+from pipeline.interrupt import interruptible, ray_starting
 from pipeline.plan import Engines, build_pipeline, new_run_id
+from pipeline.preflight import check_engines, check_stores
 from pipeline.progress import RunObserver
 from pipeline.provenance import provenance_for, qa_provenance
 from pipeline.report import publish_report
@@ -125,29 +129,47 @@ class Run:
     def execute(self, allow_empty: bool = False) -> Manifest | None:
         """Run to the commit and return the committed manifest.
 
-        A run id that is already committed is not run again: its manifest is returned as is.
-        An uncommitted one is resumed.
+        A run id that is already committed with this spec is not run again: its manifest is
+        returned as is. An uncommitted one is resumed, if its earlier attempts ran this spec.
+        Everything that can be checked before Ray starts is (:mod:`pipeline.preflight`), and the
+        run holds its run-id lease (:mod:`pipeline.identity`) from before it reads its state to
+        after its commit. SIGINT and SIGTERM raise :class:`pipeline.interrupt.Interrupted`.
 
         Args:
             allow_empty: with nothing left to do, return None instead of committing an empty run.
 
         Raises:
             pipeline.dag.PipelineError: the pipeline is malformed (before anything starts).
+            pipeline.preflight.PreflightError: a store, model or resource check failed (``exit_code``).
+            pipeline.locks.LockHeld: another run of this run id is live.
+            pipeline.identity.SpecMismatch: the run id was started or committed with another spec.
             pipeline.commit.CommitError: rows were lost or duplicated; nothing was published.
             operators.sources.prefix.SourceError: the source cannot be listed.
         """
-        spec, storage = self.spec, self.spec.sink.storage
+        spec = self.spec
         schema = record_schema(self.pipeline.validate(WRITER_NEEDS), self.pipeline.column_types())
-        committed = read_manifest(self.run_root, storage)
-        if committed is not None:
-            log.info("run %s is already committed at %s; nothing to do", self.run_id, self.run_root)
-            self._print_summary(committed)
-            return committed
+        with interruptible():
+            check_stores(spec, self.run_id)
+            with run_lease(self.run_root, self.run_id, spec.sink.storage, spec.run.lease_ttl_s) as lease:
+                committed = read_manifest(self.run_root, spec.sink.storage)
+                if committed is not None:
+                    compare(self.run_id, committed.spec, spec, committed=True)
+                    log.info("run %s is already committed at %s; nothing to do", self.run_id, self.run_root)
+                    self._print_summary(committed)
+                    return committed
+                check_engines(spec, self.pipeline)
+                return self._run(schema, lease, allow_empty)
+
+    def _run(self, schema: pa.Schema, lease, allow_empty: bool) -> Manifest | None:
+        spec, storage = self.spec, self.spec.sink.storage
         rows_in = self.expected_rows()
         if allow_empty and rows_in == 0:
             log.info("nothing new to process for run %s", self.run_id)
             return None
-        init_ray(spec.run)
+        check_attempt(spec, self.run_id, self.run_root)
+        with ray_starting():  # ray.init puts its own SIGTERM handlers in place of ours
+            init_ray(spec.run)
+        check_joined(spec.run, self.pipeline)
         configure_data_context(spec.run, spec.resources)
         # A barrier (dedup) runs its first pass and decides before this run's rows stream (pipeline/curate.py).
         mark = self.pipeline.barrier.prepare(self) if self.pipeline.barrier is not None else None
@@ -174,6 +196,7 @@ class Run:
         check_exactly_once(ledger, earlier, rows_in, self.run_root, storage)
         manifest = self._manifest(schema, ledger, rows_in, resumed, max(time.monotonic() - started, 1e-9))
         crash_point(BEFORE_MANIFEST)
+        lease.check()
         write_manifest(self.run_root, manifest, storage)
         publish_report(manifest, self.run_root, storage, self.observer.timeline, shards)
         self._print_summary(manifest)

@@ -102,7 +102,7 @@ class Schedule:
         for run in self.runs():
             _, path = filesystem(join_uri(self.vroot, run["ids_path"]), self.storage)
             with fs.open(path, "rb") as f:
-                ids.extend(pq.read_table(f).column(C.ID).to_pylist())
+                ids.extend(pq.read_table(f, use_threads=False).column(C.ID).to_pylist())
         return ids
 
     def dataset(self) -> pa.Table:
@@ -122,12 +122,18 @@ class Schedule:
         write_bytes_atomic(join_uri(self.vroot, "runs", f"{run_id}.json"), json.dumps(record, indent=2).encode(),
                            self.storage)
 
-    def run_once(self, run_id: str | None = None) -> ScheduleOutcome:
+    def run_once(self, run_id: str | None = None, new_run_on_change: bool = False) -> ScheduleOutcome:
         """Take the lock, run what is new (or finish the run a crash left pending), record it.
+
+        Args:
+            new_run_on_change: when the pending run was started with another spec, abandon it (its
+                staged rows are not committed) and start a new run instead of refusing.
 
         Raises:
             pipeline.locks.LockHeld: another run of this schedule is in progress.
+            pipeline.identity.SpecMismatch: the pending run was started with another spec.
         """
+        from pipeline.identity import SpecMismatch
         from pipeline.plan import new_run_id
         from pipeline.runner import run_job
 
@@ -149,7 +155,15 @@ class Schedule:
                 log.info("resuming run %s of the schedule that did not finish", run_id)
             else:
                 write_bytes_atomic(pending_uri, json.dumps({"run_id": run_id}).encode(), self.storage)
-            manifest = run_job(self.spec, run_id, skip_ids=done, allow_empty=True)
+            try:
+                manifest = run_job(self.spec, run_id, skip_ids=done, allow_empty=True)
+            except SpecMismatch:
+                if not (pending and new_run_on_change):
+                    raise
+                log.warning("pending run %s was started with another spec: abandoned for run %s", run_id, candidate)
+                run_id = candidate
+                write_bytes_atomic(pending_uri, json.dumps({"run_id": run_id}).encode(), self.storage)
+                manifest = run_job(self.spec, run_id, skip_ids=done, allow_empty=True)
             if manifest is not None:
                 self._record(run_id, join_uri(self.spec.sink.uri, run_id), manifest)
             fs, path = filesystem(pending_uri, self.storage)

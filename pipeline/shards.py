@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from operators.base import ActorPool, Resources, Stage
 from operators.storage import ensure_parent, filesystem, split_uri
+from operators.storage_errors import is_transient
 from pipeline.figures import QAFigures, batch_times, qa_figures
 from schemas import columns as C
 from schemas.manifest import FileEntry
@@ -61,15 +62,15 @@ def retry(fn: Callable[[], T], what: str, attempts: int = 7, base_s: float = 0.5
     """Call ``fn`` until it succeeds, backing off 0.5, 1, 2 ... s (about 30 s in all by default).
 
     For idempotent storage operations only; an object store that is briefly away (restart,
-    throttling) must not fail a run that has spent GPU-hours.
+    throttling) must not fail a run that has spent GPU-hours. Errors that no retry changes (a
+    missing object or bucket, a denied action, rejected credentials, bad data) are raised at once
+    (:func:`operators.storage_errors.is_transient`).
     """
     for attempt in range(attempts):
         try:
             return fn()
-        except (FileNotFoundError, PermissionError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - transient until the budget is spent
-            if attempt == attempts - 1:
+        except Exception as exc:  # noqa: BLE001 - transient ones until the budget is spent
+            if attempt == attempts - 1 or not is_transient(exc):
                 raise
             delay = base_s * 2**attempt
             log.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
@@ -104,10 +105,32 @@ def write_atomic(uri: str, write: Callable[[BinaryIO], None], storage: StorageCo
             write(f)
         except BaseException:
             # Closing would upload what was buffered: a truncated object under the final name.
-            f.discard()
-            f.closed = True
+            _discard(f)
             raise
-        f.close()
+        try:
+            f.close()
+        except BaseException:
+            # The final PUT or CompleteMultipartUpload failed: no object, but a started multipart
+            # upload would keep its parts (and their storage) until aborted.
+            _discard(f)
+            raise
+
+
+def _discard(f) -> None:
+    """Abandon an object-store upload: abort its multipart upload, if one started; never publish."""
+    try:
+        f.discard()
+    except Exception as exc:  # noqa: BLE001 - the upload's own failure is the one to report
+        log.warning("could not abort the upload of %s: %s", getattr(f, "path", "?"), exc)
+    f.closed = True
+
+
+def _remove_quietly(uri: str, storage: StorageConfig | None) -> None:
+    fs, path = filesystem(uri, storage)
+    try:
+        fs.rm_file(path)
+    except Exception as exc:  # noqa: BLE001 - the write's own failure is the one to report
+        log.warning("could not remove %s after a failed shard write: %s", uri, exc)
 
 
 def write_bytes_atomic(uri: str, data: bytes, storage: StorageConfig | None = None) -> None:
@@ -156,7 +179,12 @@ class ShardWriter:
             error_rel = f"{ERRORS}/{name}"
             self._write(error_rel, data.select(list(ERROR_COLUMNS)).take(pa.array(failed, pa.int64())))
         # The data file goes last: its presence is what a resume counts as done.
-        self._write(rel, data)
+        try:
+            self._write(rel, data)
+        except BaseException:
+            if error_rel:  # a shard that failed publishes nothing, not its error rows alone
+                _remove_quietly(f"{self.run_root}/{error_rel}", self.storage)
+            raise
         meta = {"path": rel, "rows": data.num_rows, "error_path": error_rel, "error_rows": len(failed),
                 **shard_stats(data), "timing": batch_times(table)}
         return pa.Table.from_pylist([meta], schema=SHARD_META)
@@ -231,7 +259,10 @@ def scan_staging(run_root: str, storage: StorageConfig) -> Ledger:
         try:
             with fs.open(f"{root}/{STAGING}/{name}", "rb") as f:
                 pf = pq.ParquetFile(f)
-                t = pf.read(columns=[c for c in wanted if c in pf.schema_arrow.names])
+                # Decoded in this thread: Arrow's pool threads would release the Python-owned read buffers
+                # after this returns, and one still doing so at interpreter exit aborts the process
+                # (std::terminate: ``vlmbatch status``'s rare "terminate called without an active exception").
+                t = pf.read(columns=[c for c in wanted if c in pf.schema_arrow.names], use_threads=False)
         except Exception as exc:  # noqa: BLE001 - unreadable leftovers are redone, not trusted
             log.warning("ignoring unreadable staging file %s: %s", name, exc)
             continue

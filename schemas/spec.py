@@ -30,6 +30,14 @@ class StorageConfig(_Strict):
     region: str | None = Field(None, description="Object-store region; None uses the standard chain.")
     anon: bool = Field(False, description="Read without credentials (public buckets).")
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_has_scheme(cls, value: str | None) -> str | None:
+        # botocore takes "127.0.0.1:8333" and fails on the first request, deep inside a retry loop.
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint_url {value!r} needs a scheme: http://{value} or https://{value}")
+        return value
+
 
 class SourceConfig(_Strict):
     """The image corpus to read."""
@@ -96,7 +104,9 @@ class EngineConfig(_Strict):
     """Settings handed to the inference engine inside each actor."""
 
     kind: Literal["vllm", "transformers"] = Field("vllm", description="vllm (default) or the transformers reference.")
-    dtype: str = Field("auto", description="Model dtype: auto, bfloat16, float16 or float32.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Model dtype: auto (the checkpoint's), bfloat16, float16 or float32."
+    )
     max_model_len: int | None = Field(None, ge=16, description="Context length; None uses the model's.")
     max_num_seqs: int = Field(64, ge=1, description="Sequences the engine schedules together.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (tensor parallelism).")
@@ -147,6 +157,12 @@ class SamplingConfig(_Strict):
     )
     seed: int | None = Field(0, description="Per-request seed, so sampled output is reproducible.")
     ignore_eos: bool = Field(False, description="Keep generating past EOS (benchmarks use fixed lengths).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SamplingConfig:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens ({self.min_tokens}) is more than max_tokens ({self.max_tokens})")
+        return self
 
     def digest(self) -> str:
         """Short stable hash of these settings."""
@@ -233,7 +249,9 @@ class SinkConfig(_Strict):
 
     uri: str = Field(description="Output root; the run writes under <uri>/<run_id>/ (staging, then manifest).")
     rows_per_file: int = Field(2048, ge=1, description="Target rows per Parquet file.")
-    compression: str = Field("zstd", description="Parquet compression codec.")
+    compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = Field(
+        "zstd", description="Parquet compression codec."
+    )
     storage: StorageConfig = Field(default_factory=StorageConfig, description="How to reach the sink store.")
 
 
@@ -285,6 +303,12 @@ class RunConfig(_Strict):
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance; None lets Ray decide.")
     progress_bars: bool = Field(True, description="Show Ray Data's per-operator progress bars.")
+    lease_ttl_s: int = Field(
+        60, ge=10, le=3600,
+        description="Lifetime of the run-id lease (<sink.uri>/<run_id>/lease.json), renewed every quarter of it "
+        "while the run lives: a second run of the id is refused, and a dead run's lease is taken over once it is "
+        "this old (at once when the dead holder was on the same host).",
+    )
 
 
 class ScheduleConfig(_Strict):
@@ -295,7 +319,9 @@ class ScheduleConfig(_Strict):
         "(e.g. s3://bucket/schedules/nightly/). Two runs of one schedule never overlap."
     )
     lock_ttl_s: int = Field(
-        86_400, ge=60, description="A lock older than this is taken to belong to a dead run and may be broken."
+        600, ge=60,
+        description="Lifetime of the schedule's lock, renewed every quarter of it while a run of the schedule "
+        "lives; a lock not renewed for this long belongs to a dead run and is taken over.",
     )
 
 
@@ -421,6 +447,18 @@ class JobSpec(_Strict):
             raise ValueError("dedup.near needs an embedding section (or set dedup.near: false for exact only)")
         if self.alignment is not None and kind in (None, "perceptual"):
             raise ValueError("alignment needs an embedding section whose kind embeds text (clip or internvl-c)")
+        return self
+
+    @model_validator(mode="after")
+    def _room_for_the_prompt(self) -> JobSpec:
+        pairs = [("", self.model, self.sampling)]
+        if self.qa is not None:
+            pairs.append(("qa.", self.qa.model or self.model, self.qa.sampling or self.sampling))
+        for where, model, sampling in pairs:
+            limit = model.engine.max_model_len
+            if limit is not None and sampling.max_tokens >= limit:
+                raise ValueError(f"{where}sampling.max_tokens ({sampling.max_tokens}) leaves no room for the prompt "
+                                 f"in max_model_len ({limit})")
         return self
 
     def digest(self) -> str:

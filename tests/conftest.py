@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.procs import free_port, free_port_block  # noqa: F401 - tests import them from here
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,33 +32,6 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
             return directory
 
     return Lazy()
-
-
-def free_port_block(n: int) -> int:
-    """First port of ``n`` consecutive free loopback ports (the S3 server uses a block of 13)."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports found")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
-"""Finding the processes a test started, by a marker in their environment (every descendant inherits it)."""
+"""Finding the processes a test started, by a marker in their environment (every descendant inherits it), and
+free loopback ports for the servers it starts. Plain Python (no pytest): the benchmarks use it too."""
 
 from __future__ import annotations
 
 import os
+import socket
 
 
 def pids_with_env(assignment: str, cmdline_contains: str | None = None) -> list[int]:
@@ -24,3 +26,30 @@ def pids_with_env(assignment: str, cmdline_contains: str | None = None) -> list[
             continue
         pids.append(int(entry))
     return pids
+
+
+def free_port_block(n: int) -> int:
+    """First port of ``n`` consecutive free loopback ports (the S3 server uses a block of 13)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - n)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports found")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -64,7 +64,7 @@ class ReadParquetEntries:
             pf = pq.ParquetFile(f)
             names = pf.schema_arrow.names
             cols = [c for c in (self.config.image_column, self.config.id_column, "conversations") if c in names]
-            table = pf.read(columns=cols).slice(0, take)
+            table = pf.read(columns=cols, use_threads=False).slice(0, take)
         if self.config.image_column not in names:
             return [invalid_row(self.namespace, f"{file_uri}#{n}", row_address(file_uri, n),
                                 f"{file_uri} has no column {self.config.image_column!r} (source.image_column)")
@@ -140,7 +140,7 @@ class ParquetManifestSource(SourceOperator):
                     # commit's exactly-once check, so repeats become invalid_entry rows instead.
                     dups = []
                     if self.config.id_column in pf.schema_arrow.names:
-                        ids = pf.read(columns=[self.config.id_column]).column(0).to_pylist()[:take]
+                        ids = pf.read(columns=[self.config.id_column], use_threads=False).column(0).to_pylist()[:take]
                         for n, raw in enumerate(ids):
                             if raw not in (None, ""):
                                 if raw in seen:

@@ -106,7 +106,7 @@ def _shards(index_root: str, storage: StorageConfig, columns: list[str]):
         with fs.open(f"{root}/{entry.path}", "rb") as f:
             have = pq.read_schema(f).names
             f.seek(0)
-            yield pq.read_table(f, columns=[c for c in columns if c in have])
+            yield pq.read_table(f, columns=[c for c in columns if c in have], use_threads=False)
 
 
 def decide(index_root: str, config: DedupConfig, storage: StorageConfig, *, earlier: list[str] = (),

@@ -126,7 +126,7 @@ class ImageReader:
     def _parquet(self, file_uri: str, rows: dict[str, str]) -> dict[str, bytes | Exception]:
         fs, path = filesystem(file_uri, self.storage)
         with fs.open(path, "rb") as f:
-            column = pq.read_table(f, columns=[self.image_column]).column(0)
+            column = pq.read_table(f, columns=[self.image_column], use_threads=False).column(0)
         found: dict[str, bytes | Exception] = {}
         for row, s in rows.items():
             value = column[int(row)].as_py()

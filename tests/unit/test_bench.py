@@ -76,3 +76,17 @@ def test_preprocess_sides_decode_every_image(monkeypatch, tmp_path):
     assert len(paths) == 5
     assert _vlmbatch_chunk((str(root), paths, 1024)) == 5
     assert _pillow_chunk((str(root), paths, 1024)) == 5
+
+
+def test_what_a_mistake_printed_is_told_apart_from_log_records():
+    from bench.cli_runs import describe_output
+
+    text = ("2026-12-01 18:10:44,637\tWARNING authentication_token_setup.py:85 -- Token authentication is enabled\n"
+            "2026-12-01 18:10:45,001 INFO pipeline.runner: run r: list -> fetch\n"
+            "(MapWorker(MapBatches(CaptionActor)) pid=12) Loading weights\n"
+            "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad\n")
+    seen = describe_output(text)
+    assert seen["first_line"] == "Traceback (most recent call last):" and seen["last_line"] == "ValueError: bad"
+    assert seen["traceback"] and seen["lines"] == 6
+    assert describe_output("error: one line\n") == {"first_line": "error: one line", "last_line": "error: one line",
+                                                   "lines": 1, "traceback": False}

@@ -136,3 +136,26 @@ def test_readme_spec_table_is_the_generated_reference():
     assert readme_with_reference(text) == text, "README drifted: run `vlmbatch spec-reference --readme README.md`"
     for section in ("schedule", "postcheck", "qa", "qa.resources"):
         assert f"| `{section}` | section |" in text
+
+
+@pytest.mark.parametrize("section, value, said", [
+    ("model", {"family": "internvl", "model_id": "/m", "engine": {"dtype": "float33"}},
+     "model.engine.dtype: Input should be 'auto', 'bfloat16', 'float16' or 'float32'"),
+    ("sink", {"uri": "s3://b/out/", "compression": "zip"}, "sink.compression: Input should be 'zstd'"),
+    ("sampling", {"max_tokens": 10, "min_tokens": 20}, "min_tokens (20) is more than max_tokens (10)"),
+    ("source", {"uri": "s3://b/p/", "storage": {"endpoint_url": "127.0.0.1:8333"}},
+     "endpoint_url '127.0.0.1:8333' needs a scheme: http://127.0.0.1:8333"),
+    ("model", {"family": "internvl", "model_id": "/m", "engine": {"max_model_len": 64}},
+     "sampling.max_tokens (256) leaves no room for the prompt in max_model_len (64)"),
+])
+def test_enumerations_and_bounds_fail_at_load_time(section, value, said):
+    with pytest.raises(SpecError) as info:
+        parse_spec({**MINIMAL, section: value})
+    assert said in str(info.value)
+
+
+def test_qa_sampling_is_bounded_by_the_qa_model():
+    qa = {"question_set": ["What?"], "sampling": {"max_tokens": 512},
+          "model": {"family": "internvl", "model_id": "/q", "engine": {"max_model_len": 512}}}
+    with pytest.raises(SpecError, match=r"qa.sampling.max_tokens \(512\) leaves no room"):
+        parse_spec({**MINIMAL, "qa": qa})
