@@ -17,6 +17,7 @@ exist, and a stage that produces a column with no type in the catalogue fails na
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -91,24 +92,37 @@ class Pipeline:
         return (f"stage {step!r} requires column {', '.join(parts)} which no earlier step produces; "
                 f"available: {', '.join(sorted(available))}")
 
-    def dataset(self, skip: Stage | None = None) -> ray.data.Dataset:
+    def dataset(self, skip: Stage | Sequence[Stage] | None = None) -> ray.data.Dataset:
         """The lazy Ray dataset of this chain (nothing runs); call :meth:`validate` first.
 
         Args:
-            skip: a stage that drops rows already done (resume, schedules), applied as early as
-                the rows' final id is known: right after the source when it assigns ids at
-                listing, else right after the first stage that produces ``id``.
+            skip: stages that drop rows already done (resume, schedules), each applied as early as
+                the column it needs holds its final value: right after the source, or right after
+                the last stage that produces it (``id`` from content is produced by the fetch).
         """
+        skips = [skip] if isinstance(skip, Stage) else list(skip or ())
+        last = self.skip_positions(skips)
         ds = self.source.read()
-        pending = skip
-        if pending is not None and self.source.ids_at_listing:
-            ds, pending = pending.apply(ds), None
-        for stage in self.stages:
-            ds = stage.apply(ds)
-            if pending is not None and C.ID in stage.produces:
-                ds, pending = pending.apply(ds), None
-        if pending is not None:
-            ds = pending.apply(ds)
+        ds = self._apply_skips(ds, skips, last, -1)
+        for n, stage in enumerate(self.stages):
+            ds = self._apply_skips(stage.apply(ds), skips, last, n)
+        return ds
+
+    def skip_positions(self, skips: Sequence[Stage]) -> list[int]:
+        """Where each skip stage goes: after stage number N (-1: right after the source)."""
+        last: list[int] = []
+        for s in skips:
+            producers = [n for n, stage in enumerate(self.stages) if set(s.needs) & set(stage.produces)]
+            if C.ID in s.needs and not self.source.ids_at_listing and not producers:
+                producers = [len(self.stages) - 1]  # ids become final somewhere in the chain: skip at its end
+            last.append(producers[-1] if producers else -1)
+        return last
+
+    @staticmethod
+    def _apply_skips(ds, skips: list[Stage], last: list[int], position: int):
+        for s, at in zip(skips, last, strict=True):
+            if at == position:
+                ds = s.apply(ds)
         return ds
 
     def describe(self) -> str:

@@ -113,3 +113,17 @@ def test_the_caption_record_is_the_v1_caption_schema():
     schema = record_schema(build_pipeline(SPEC, "r1").validate(WRITER_NEEDS))
     assert [(f.name, f.type, f.nullable) for f in schema] == v1
     assert schema.metadata == {b"vlmbatch.schema_version": b"1", b"vlmbatch.record": b"caption"}
+
+
+def test_skip_stages_go_where_their_key_is_final():
+    from operators.idset import KeySet
+    from operators.skip import skip_done_stage
+    from schemas.spec import SourceConfig
+
+    by_id, by_source = skip_done_stage(KeySet(), C.ID), skip_done_stage(KeySet(), C.SOURCE)
+    located = build_pipeline(SPEC, "r1")
+    assert located.skip_positions([by_id, by_source]) == [-1, -1], "location ids: both right after the listing"
+    content = SPEC.model_copy(update={"source": SourceConfig(uri="/nonexistent/images/", id_mode="content")})
+    pipe = build_pipeline(content, "r1")
+    fetch = [s.name for s in pipe.stages].index("fetch")
+    assert pipe.skip_positions([by_id, by_source]) == [fetch, -1], "content ids are final after the fetch"
