@@ -91,14 +91,18 @@ def make_jsonl(n: int) -> Path:
 
 
 def make_tree(n: int, per_folder: int = 10_000) -> Path:
-    """A folder tree of ``n`` hard links to a few tiny JPEGs, ``per_folder`` a folder (built once)."""
+    """A folder tree of ``n`` hard links to a few tiny JPEGs, ``per_folder`` a folder (built once).
+
+    Every 40 folders link to their own copies of the JPEGs (a file takes at most 65,000 links).
+    """
     root = CACHE / "scale" / f"tree-{n}"
     done = root / ".complete"
     if done.exists():
         return root
-    images = _tiny_jpegs(CACHE / "scale" / "i")
     for start in range(0, n, per_folder):
-        folder = root / f"f{start // per_folder:05d}"
+        index = start // per_folder
+        images = _tiny_jpegs(CACHE / "scale" / f"links-{n}" / f"g{index // 40:04d}")
+        folder = root / f"f{index:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(start, min(n, start + per_folder)):
             target = folder / f"{k:08d}.jpg"
@@ -108,7 +112,7 @@ def make_tree(n: int, per_folder: int = 10_000) -> Path:
     return root
 
 
-def _spec(source: str, n: int, out: str):
+def _spec(source: str, n: int, out: str, shard_rows: int = SHARD_ROWS, block_rows: int = BLOCK_ROWS):
     from schemas.spec import JobSpec
 
     if source == "jsonl":
@@ -117,8 +121,8 @@ def _spec(source: str, n: int, out: str):
         src = {"uri": str(make_tree(n))}
     return JobSpec.model_validate({
         "name": "scale", "source": src, "model": {"family": "internvl", "model_id": "/unused"},
-        "sink": {"uri": out, "rows_per_file": SHARD_ROWS},
-        "resources": {"cpu_batch_size": BLOCK_ROWS},
+        "sink": {"uri": out, "rows_per_file": shard_rows},
+        "resources": {"cpu_batch_size": block_rows},
         "run": {"num_cpus": 2, "progress_bars": False},
     })
 
@@ -131,8 +135,10 @@ def side(params: BenchParams) -> dict:
     from pipeline.runner import Run
 
     x = params.extra
-    spec = _spec(x["scale_source"], int(x["scale_rows"]), x["scale_out"])
-    pipe = Pipeline.read(source_for(spec)).then(standin_stage())
+    block_rows = int(x.get("scale_block_rows", BLOCK_ROWS))
+    spec = _spec(x["scale_source"], int(x["scale_rows"]), x["scale_out"],
+                 int(x.get("scale_shard_rows", SHARD_ROWS)), block_rows)
+    pipe = Pipeline.read(source_for(spec)).then(standin_stage(block_rows))
     t0 = time.perf_counter()
     run = Run(spec, x["scale_run_id"], pipeline=pipe)
     with MemorySampler() as sampler:
@@ -183,16 +189,22 @@ def per_million(seconds: float | None, rows: int) -> float | None:
     return round(seconds / (rows / 1e6), 3) if seconds is not None and rows else None
 
 
-def measure(source: str, n: int, out_root: Path) -> dict:
-    """fresh, crash and resume runs of one corpus; their figures."""
-    base = BenchParams(extra={"scale_source": source, "scale_rows": n, "scale_out": str(out_root)})
+def measure(source: str, n: int, out_root: Path, shard_rows: int = SHARD_ROWS, block_rows: int = BLOCK_ROWS,
+            resume: bool = True) -> dict:
+    """fresh, crash and resume runs of one corpus (``resume=False``: fresh only); their figures."""
+    base = BenchParams(extra={"scale_source": source, "scale_rows": n, "scale_out": str(out_root),
+                              "scale_shard_rows": shard_rows, "scale_block_rows": block_rows})
     (make_jsonl if source == "jsonl" else make_tree)(n)  # built before any timing
-    result: dict = {"source": source, "rows": n}
+    result: dict = {"source": source, "rows": n, "shard_rows": shard_rows, "block_rows": block_rows}
     fresh = dataclasses.replace(base, extra={**base.extra, "scale_run_id": f"fresh-{source}-{n}"})
     code, body, tail = _driver(fresh, {})
     if body is None:
         raise RuntimeError(f"scale fresh {source} {n} failed (rc {code}):\n{tail}")
     result["fresh"] = body
+    body["list_s_per_million"] = per_million(body.get("list_s"), n)
+    body["commit_s_per_million"] = per_million((body.get("check_s") or 0) + (body.get("commit_s") or 0), n)
+    if not resume:
+        return result
     crash_at = max(1, body["shards"] // 2)
     crashed = dataclasses.replace(base, extra={**base.extra, "scale_run_id": f"resume-{source}-{n}"})
     code, _, tail = _driver(crashed, {"VLMBATCH_CRASH_AT": f"after-shards:{crash_at}"})
@@ -202,25 +214,34 @@ def measure(source: str, n: int, out_root: Path) -> dict:
     if body is None:
         raise RuntimeError(f"scale resume {source} {n} failed (rc {code}):\n{tail}")
     result["resume"] = body
-    for name in ("fresh", "resume"):
-        r = result[name]
-        r["list_s_per_million"] = per_million(r.get("list_s"), n)
-        r["commit_s_per_million"] = per_million((r.get("check_s") or 0) + (r.get("commit_s") or 0), n)
-        r["scan_s_per_million"] = per_million(r.get("scan_s"), n)
+    body["list_s_per_million"] = per_million(body.get("list_s"), n)
+    body["commit_s_per_million"] = per_million((body.get("check_s") or 0) + (body.get("commit_s") or 0), n)
+    body["scan_s_per_million"] = per_million(body.get("scan_s"), n)
     return result
 
 
 def compare(params: BenchParams, runs: int) -> dict:
     sizes = [int(s) for s in params.extra.get("scale_sizes", SIZES)]
     sources = list(params.extra.get("scale_sources", SOURCES))
+    # Driver memory per shard and per block: 1M rows again with more, smaller shards / blocks (fresh runs).
+    sweeps = [("shard_rows", int(v)) for v in params.extra.get("scale_shard_sweep", [])]
+    sweeps += [("block_rows", int(v)) for v in params.extra.get("scale_block_sweep", [])]
     out_root = Path(tempfile.mkdtemp(prefix="vlmbatch-scale-"))
     results: list[dict] = []
+    swept: list[dict] = []
+
+    def fresh_root() -> None:
+        shutil.rmtree(out_root, ignore_errors=True)
+        out_root.mkdir()
+
     try:
         for source in sources:
             for n in sizes:
                 results.append(measure(source, n, out_root))
-                shutil.rmtree(out_root, ignore_errors=True)
-                out_root.mkdir()
+                fresh_root()
+        for knob, value in sweeps:
+            swept.append(measure("jsonl", 1_000_000, out_root, resume=False, **{knob: value}))
+            fresh_root()
     finally:
         shutil.rmtree(out_root, ignore_errors=True)
     ratios: dict = {}
@@ -231,10 +252,12 @@ def compare(params: BenchParams, runs: int) -> dict:
             ratios[f"{source}_{name}_driver_peak_rss_{hi}_over_{lo}"] = ratio(by[hi][name]["driver_peak_rss_mib"],
                                                                             by[lo][name]["driver_peak_rss_mib"])
         if 1_000_000 in by and hi > 1_000_000:
-            ratios[f"{source}_fresh_driver_peak_rss_{hi}_over_1000000"] = ratio(
-                by[hi]["fresh"]["driver_peak_rss_mib"], by[1_000_000]["fresh"]["driver_peak_rss_mib"])
+            for name in ("fresh", "resume"):
+                for field in ("driver_peak_rss_mib", "driver_peak_anon_mib"):
+                    ratios[f"{source}_{name}_{field[:-4]}_{hi}_over_1000000"] = ratio(by[hi][name][field],
+                                                                                      by[1_000_000][name][field])
     return {"params": {"sizes": sizes, "sources": sources, "block_rows": BLOCK_ROWS, "shard_rows": SHARD_ROWS,
-                       "images": IMAGES}, "runs": results, "ratios": ratios,
+                       "images": IMAGES}, "runs": results, "sweeps": swept, "ratios": ratios,
             "targets": {k: "<= 1.10 (flat)" for k in ratios}}
 
 

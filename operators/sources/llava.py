@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from operators.base import Expected, SourceOperator
-from operators.idset import IN_PROCESS_ROWS, KeySet, digest_hex, find_repeats, key_digest
+from operators.idset import KeySet, digest_hex, find_repeats, key_digest
 from operators.sources.entries import (
     ENTRY_SCHEMA,
     InvalidEntry,
@@ -256,14 +256,12 @@ class LlavaManifestSource(SourceOperator):
             clear_listing(run_root, storage)
             size = self._size()
             rows = EntryRows(self.config, self.image_root, self.namespace)
-            if size <= RANGE_BYTES and not skip:
-                # One range's worth: read here (bounded), sparing a round of task start-ups.
-                results = [_list_range(rows, 0, size, 0, 0, run_root, storage, skip)
-                           if self.config.format == "llava_jsonl" else _list_json(rows, run_root, storage, skip)]
-            elif self.config.format == "llava_jsonl":
+            if self.config.format == "llava_jsonl":
                 bounds = [(s, min(s + RANGE_BYTES, size)) for s in range(0, size, RANGE_BYTES)]
                 count = cpu_task(_count_range)
-                counts = ray.get([count.remote(self.config.uri, self.config.storage, s, e) for s, e in bounds])
+                # One range starts at entry 0: only several need their entries counted first.
+                counts = ray.get([count.remote(self.config.uri, self.config.storage, s, e) for s, e in bounds]
+                                 ) if len(bounds) > 1 else [(0, 0)]
                 task = cpu_task(_list_range)
                 refs, line, entry = [], 0, 0
                 for (s, e), (lines, entries) in zip(bounds, counts, strict=True):
@@ -291,14 +289,10 @@ class LlavaManifestSource(SourceOperator):
         found = find_repeats([join_uri(run_root, p.path) for p in parts], C.ID, storage, rows=total)
         if not found.count:
             return parts
-        if total <= IN_PROCESS_ROWS:
-            fixed = {i: _mark_repeats(run_root, parts[i], rows, self.namespace, storage)
-                     for i, rows in found.by_file.items()}
-        else:
-            mark = cpu_task(_mark_repeats)
-            fixed = dict(zip(found.by_file, ray.get([
-                mark.remote(run_root, parts[i], rows, self.namespace, storage) for i, rows in found.by_file.items()]),
-                strict=True))
+        mark = cpu_task(_mark_repeats)
+        fixed = dict(zip(found.by_file, ray.get([
+            mark.remote(run_root, parts[i], rows, self.namespace, storage) for i, rows in found.by_file.items()]),
+            strict=True))
         return [fixed.get(i, p) for i, p in enumerate(parts)]
 
     def _entries(self) -> list:

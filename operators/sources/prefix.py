@@ -1,10 +1,9 @@
 """List an object-store or local prefix into rows: one per image, with a stable id, in parallel CPU tasks.
 
 A run lists its prefix in tasks (:meth:`PrefixSource.prepare`), partitioned by folder: the first
-levels are listed one level at a time (the store's delimiter listing; the root level by the
-driver, page by page) until there are enough folders to keep the cluster busy, then each
-remaining folder's whole tree is listed by one task. A prefix with no subfolders is therefore
-one sequential listing (about 1,000 keys per request on S3).
+levels are listed one level at a time (the store's delimiter listing) until there are enough
+folders to keep the cluster busy, then each remaining folder's whole tree is listed by one task.
+A prefix with no subfolders is therefore one sequential listing (1,000 keys per request on S3).
 Every task writes its rows as listing parts under the run (``operators.sources.listing``) and
 returns their counts and key digests; the driver holds folder names and part records, never rows.
 """
@@ -157,14 +156,8 @@ class PrefixSource(SourceOperator):
             _, root = split_uri(self.config.uri)
             frontier, level = [root.rstrip("/")], 0
             while frontier and len(frontier) < TARGET_FOLDERS and level < MAX_LEVELS:
-                if level == 0 and not skip:
-                    # The root level is one listing however wide it is: done here, page by page
-                    # (memory bounded by a part), sparing a round of task start-ups. (With done
-                    # ids to drop it goes to a task: their arrays are not mapped into the driver.)
-                    results = [_list_task(self.config, frontier, False, run_root, storage, skip, key)]
-                else:
-                    results = ray.get([task.remote(self.config, [f], False, run_root, storage, skip, key)
-                                       for f in frontier])
+                results = ray.get([task.remote(self.config, [f], False, run_root, storage, skip, key)
+                                   for f in frontier])
                 frontier = []
                 for result in results:
                     self._raise(result)
