@@ -23,7 +23,11 @@ from pathlib import Path
 
 from bench.common import RESULTS, BenchParams, loadavg, write_result
 
-NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v", "curation")
+NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v", "curation", "scale",
+         "node_loss")
+#: What runs when no name is given (``scale`` goes to 10M rows, an hour or more; ``node_loss`` starts a
+#: multi-node cluster: name them to run them).
+DEFAULT = NAMES[:7]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     fields = {k: v for k, v in vars(args).items() if k in BenchParams.__dataclass_fields__}
     params = BenchParams(**fields)
-    for name in args.names or NAMES:
+    for name in args.names or DEFAULT:
         module = importlib.import_module(f"bench.{name}")
         start_load, t0 = loadavg(), time.perf_counter()
         payload = module.compare(params, args.runs)

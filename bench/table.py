@@ -16,7 +16,8 @@ README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- results -->", "<!-- /results -->"
 GPU_BEGIN, GPU_END = "<!-- gpu-results -->", "<!-- /gpu-results -->"
 GPU_RESULTS = RESULTS / "gpu"
-ORDER = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v")
+ORDER = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v", "curation", "scale",
+         "node_loss")
 
 
 def latest(name: str, results_dir: Path = RESULTS) -> dict | None:
@@ -26,14 +27,36 @@ def latest(name: str, results_dir: Path = RESULTS) -> dict | None:
 
 def _loads(body: dict) -> str:
     values = [body["load_start"][0], body["load_end"][0]]
-    for runs in body.get("runs", {}).values():
-        for r in runs:
+    runs = body.get("runs", {})
+    for rs in runs.values() if isinstance(runs, dict) else []:
+        for r in rs:
             values += [x[0] for x in (r.get("load_before"), r.get("load_after")) if x]
     return f"{min(values):.1f}-{max(values):.1f}"
 
 
+def _scale_figures(body: dict) -> str:
+    parts = []
+    for r in body.get("runs", []):
+        f, z = r["fresh"], r["resume"]
+        parts.append(f"{r['source']} {r['rows']:,} rows: driver {f['driver_peak_rss_mib']:.0f} MiB "
+                     f"({f.get('driver_peak_anon_mib') or 0:.0f} private), list {f['list_s_per_million']} s/M, "
+                     f"commit {f['commit_s_per_million']} s/M, {f['shards']} shards; resume: driver "
+                     f"{z['driver_peak_rss_mib']:.0f} MiB, scan {z['scan_s_per_million']} s/M, "
+                     f"{z['rows_resumed']:,} resumed")
+    return "; ".join(parts)
+
+
+def _node_loss_figures(body: dict) -> str:
+    return "; ".join(f"{name}: {m['wall_s']:.1f} s, {m['images']} committed, lost {m['lost']}, duplicated "
+                     f"{m['duplicated']}, +{m['extra_wall_s']:.1f} s" for name, m in body.get("medians", {}).items())
+
+
 def _figures(name: str, body: dict) -> str:
     med = body.get("medians", {})
+    if name == "scale":
+        return _scale_figures(body)
+    if name == "node_loss":
+        return _node_loss_figures(body)
     if name == "preprocess":
         return "; ".join(f"{side}: {m['1_cores']:.0f} img/s on 1, {m['2_cores']:.0f} on 2" for side, m in med.items())
     if name == "growth":
@@ -75,6 +98,8 @@ def table(results_dir: Path = RESULTS) -> str:
         images = p.get("images_range") or p.get("images") or p.get("num_images")
         if name == "growth":
             images = body.get("images_range")
+        if name == "scale":
+            images = f"{min(p['sizes']):,}-{max(p['sizes']):,} rows"
         for key, value in body.get("ratios", {}).items():
             target = body.get("targets", {}).get(key, "")
             lines.append(f"| {name} | {key} | {value} | {target} | {body.get('runs_per_side')} | {images} | "

@@ -51,7 +51,7 @@ def status_lines(run_root: str, endpoint_url: str | None = None) -> tuple[int, l
     counts = ", ".join(f"{k}={v}" for k, v in sorted(staged.by_status.items()))
     return NOT_COMMITTED, [
         f"{run_root}: NOT committed (running, or died: rerun with the same run id to resume)",
-        f"{len(staged.files)} shard files staged, {len(staged.ids)} rows ({counts})",
+        f"{len(staged.files)} shard files staged, {staged.rows} rows ({counts})",
     ]
 
 

@@ -36,6 +36,7 @@ class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     memory: int | None = None
+    custom: tuple[tuple[str, float], ...] = ()  # custom Ray resources, e.g. (("gpu_pool", 1.0),)
 
     def ray_args(self) -> dict:
         """Keyword arguments for ``Dataset.map_batches``."""
@@ -44,6 +45,8 @@ class Resources:
             args["num_gpus"] = self.num_gpus
         if self.memory:
             args["memory"] = self.memory
+        if self.custom:
+            args["resources"] = dict(self.custom)
         return args
 
 
@@ -109,6 +112,10 @@ class Stage:
             return ds.map_batches(self.udf(**self.args), **kwargs)
         if self.pool.concurrency > 1:
             kwargs["max_concurrency"] = self.pool.concurrency
+        # A lost node takes its actors and their batches: restart the actor wherever it fits (when a
+        # node comes back, for a pinned pool) and retry the batches. Ray Data 2.60 defaults to this;
+        # it is set here so that node loss survival never rests on a default.
+        kwargs.update(max_restarts=-1, max_task_retries=-1)
         strategy: dict = {"size": self.pool.size}
         if self.pool.tasks_in_flight is not None:
             strategy["max_tasks_in_flight_per_actor"] = self.pool.tasks_in_flight
@@ -117,6 +124,26 @@ class Stage:
 
     def __repr__(self) -> str:
         return f"Stage({self.name!r}, {self.udf.__name__})"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a run must commit, as its source's listing found it (computed in tasks, summed on the driver).
+
+    Attributes:
+        rows: rows the run must commit; None where the source cannot know before reading.
+        digest: :func:`operators.idset.key_digest` of their ``key`` values (hex); None if unknown.
+        key: the column that identifies a row exactly once (``id``, or ``source`` where ids come
+            from content known only after the fetch).
+        skip_applied: the keys done by earlier runs were already dropped from the listing.
+        skipped: rows dropped as done by earlier runs.
+    """
+
+    rows: int | None
+    digest: str | None
+    key: str
+    skip_applied: bool = False
+    skipped: int = 0
 
 
 class SourceOperator(ABC):
@@ -129,6 +156,26 @@ class SourceOperator(ABC):
 
     name: str = "source"
     ids_at_listing: bool = True
+
+    @property
+    def key(self) -> str:
+        """The column that names a row exactly once from the listing on: ``id``, else ``source``."""
+        from schemas import columns as C
+
+        return C.ID if self.ids_at_listing else C.SOURCE
+
+    def prepare(self, run_root: str, storage: Any, skip: Any = None) -> Expected:
+        """Before a run streams: list what it will read and say what it must commit (Ray is up).
+
+        Args:
+            run_root: the run's root (sources that write a listing put it under ``listing/``).
+            storage: how to reach ``run_root``.
+            skip: an :class:`operators.idset.KeySet` of ids done by earlier runs; a source that
+                can drop them at listing does (``Expected.skip_applied``), else the run drops them later.
+
+        The default knows only :meth:`count`, and nothing once ids are skipped.
+        """
+        return Expected(None if skip else self.count(), None, self.key)
 
     @abstractmethod
     def produces(self) -> tuple[str, ...]:
@@ -148,7 +195,3 @@ class SourceOperator(ABC):
     def progress_total(self) -> int | None:
         """Rows to show as the progress line's total: :meth:`count`, or an estimate a source can give cheaply."""
         return self.count()
-
-    def ids(self) -> list[str] | None:
-        """Ids of the rows the source yields, where known at listing (resume and schedules count with them)."""
-        return None

@@ -127,7 +127,8 @@ def engine_stage(name: str, actor: type, args: dict, model: ModelConfig, resourc
     gpus = r.gpus_per_engine * model.engine.tensor_parallel_size
     return Stage(
         name, actor, args, needs=needs, produces=produces, drops=drops,
-        resources=Resources(num_cpus=r.cpus_per_engine, num_gpus=gpus), batch_size=r.batch_size,
+        resources=Resources(num_cpus=r.cpus_per_engine, num_gpus=gpus,
+                            custom=tuple(sorted(r.engine_resources.items()))), batch_size=r.batch_size,
         pool=ActorPool(size=r.num_engines, concurrency=in_flight, tasks_in_flight=2 * in_flight),
     )
 

@@ -1,36 +1,37 @@
-"""Drop rows whose id is already done (resume, scheduled incremental runs)."""
+"""Drop rows whose key is already done (resume, scheduled incremental runs), joining in CPU tasks.
+
+The done keys are a :class:`operators.idset.KeySet`: sorted arrays that tasks built and left in
+Ray's object store. Each task of this stage maps them (zero-copy) and binary-searches its
+block's keys in them; the driver ships only the references.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from operators.base import Resources, Stage
+from operators.idset import KeySet
 from schemas import columns as C
 
 
-class SkipIds:
-    """Per-batch filter; the done ids travel once through the object store, not per task."""
+class SkipDone:
+    """Per-batch filter: keep the rows whose ``column`` is not in ``done``."""
 
-    def __init__(self, done_ref):
-        self.done_ref = done_ref
-        self._done: pa.Array | None = None
+    def __init__(self, done: KeySet, column: str = C.ID):
+        self.done = done
+        self.column = column
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        if self._done is None:
-            import ray
-
-            self._done = ray.get(self.done_ref) if isinstance(self.done_ref, ray.ObjectRef) else self.done_ref
-        return table.filter(pc.invert(pc.is_in(table.column(C.ID), value_set=self._done)))
+        if not table.num_rows:
+            return table
+        return table.filter(pa.array(~self.done.mask(table.column(self.column))))
 
 
-def skip_done_stage(done_ids: list[str]) -> Stage:
-    """Keep only rows whose id is not in ``done_ids`` (put in the object store here, once; Ray must be up).
+def skip_done_stage(done: KeySet, column: str = C.ID) -> Stage:
+    """Keep only rows whose ``column`` (``id``, or ``source`` when ids come from content) is not in ``done``.
 
-    One block in, one (smaller) block out: block boundaries stay as they were.
+    One block in, one (smaller) block out: block boundaries stay as they were. The stage is
+    placed as early as ``column`` holds its final value (:meth:`pipeline.dag.Pipeline.dataset`).
     """
-    import ray
-
-    ref = ray.put(pa.array(done_ids, pa.string()))
-    return Stage("skip-done", SkipIds, dict(done_ref=ref), needs=(C.ID,), resources=Resources(num_cpus=0.25),
-                 keeps_rows=False, zero_copy=True)
+    return Stage(f"skip-done-{column}", SkipDone, dict(done=done, column=column), needs=(column,),
+                 resources=Resources(num_cpus=0.25), keeps_rows=False, zero_copy=True)

@@ -6,10 +6,12 @@ Layout of a run::
     <sink>/<run_id>/errors/part-<same>.parquet                      id, source, status, error of failed rows
     <sink>/<run_id>/manifest.json                                   written last; its presence is the commit
 
-Resume: a run id that is not committed yet may be run again. The new attempt reads the ids
-already in staging, processes only the rest, and commits old and new shards together. Every
-listed row is then in exactly one committed file: :func:`check_exactly_once` checks that the
-ids are unique and that their count equals the source's before the manifest is written.
+Resume: a run id that is not committed yet may be run again. The new attempt reads the keys
+already in staging (in CPU tasks), processes only the rest, and commits old and new shards
+together. Every listed row is then in exactly one committed file: :func:`check_exactly_once`
+compares the shards' row counts and key digests (computed where each shard was written) with
+the listing's (computed where it was listed) before the manifest is written; the driver adds
+one number per shard and never holds a key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from operators.base import Expected
+from operators.idset import Repeats, find_repeats
 from operators.storage import filesystem, join_uri, split_uri
 from pipeline.conditional import SUPPORTED, ConditionalObject
 from pipeline.shards import Ledger, retry, write_bytes_atomic
@@ -88,26 +92,44 @@ def read_committed(run_root: str, storage: StorageConfig | None = None,
     return empty.select(columns) if columns else empty
 
 
-def check_exactly_once(ledger: Ledger, earlier: set[str], rows_in: int | None, run_root: str,
-                       storage: StorageConfig | None) -> None:
-    """Every listed row once: unique ids across the files, as many as the source listed.
+def check_exactly_once(ledger: Ledger, expected: Expected, run_root: str, storage: StorageConfig | None) -> None:
+    """Every listed row once: no key twice within a shard or across shards, as many rows as listed.
 
-    The ids of earlier attempts' files (paths in ``earlier``) were read by the staging scan into
-    ``ledger.ids``; only this attempt's files are read here.
+    With the listing's digest known, equal counts and equal digests mean the shards hold the
+    listed keys, each once (a key written twice adds its hash twice, a lost one takes it away).
+    Without it (a source that knows its rows only as it reads them), CPU tasks look for keys
+    repeated across the staged shards. When a check fails the repeated keys are looked up in
+    tasks, so the error names some.
 
     Raises:
-        CommitError: an id repeats, or the row count differs from the source's.
+        CommitError: a key repeats, a row is missing or unlisted, or the count differs from the source's.
     """
-    seen: set[str] = set(ledger.ids)
-    if len(seen) != len(ledger.ids):
-        raise CommitError(f"earlier attempts' shards repeat {len(ledger.ids) - len(seen)} ids; not committing")
-    fs, root = filesystem(run_root, storage)
-    for entry in (f for f in ledger.files.values() if f.path not in earlier):
-        with fs.open(f"{root}/{entry.path}", "rb") as f:
-            ids = pq.read_table(f, columns=[C.ID], use_threads=False).column(C.ID).to_pylist()
-        dupes = seen.intersection(ids)
-        if dupes or len(set(ids)) != len(ids):
-            raise CommitError(f"{entry.path} repeats ids already committed ({len(dupes)} rows); not committing")
-        seen.update(ids)
-    if rows_in is not None and ledger.rows != rows_in:
-        raise CommitError(f"source listed {rows_in} rows but {ledger.rows} were written; not committing")
+    key = expected.key
+    if ledger.repeats:
+        raise CommitError(f"{ledger.repeats} rows repeat a key ({key}) within their shard; not committing"
+                          f"{_repeated(ledger, key, run_root, storage)}")
+    if expected.rows is not None and ledger.rows != expected.rows:
+        raise CommitError(f"source listed {expected.rows} rows but {ledger.rows} were written; not committing"
+                          f"{_repeated(ledger, key, run_root, storage)}")
+    if expected.digest is not None:
+        if ledger.digest_hex != expected.digest:
+            raise CommitError(f"the {ledger.rows} rows written are not the rows listed ({key} digest "
+                              f"{ledger.digest_hex} != {expected.digest}); not committing"
+                              f"{_repeated(ledger, key, run_root, storage)}")
+        return
+    found = _find(ledger, key, run_root, storage)
+    if found.count:
+        raise CommitError(f"{found.count} rows repeat a key ({key}) of another shard (e.g. "
+                          f"{', '.join(found.examples)}); not committing")
+
+
+def _find(ledger: Ledger, key: str, run_root: str, storage: StorageConfig | None) -> Repeats:
+    return find_repeats([join_uri(run_root, p) for p in sorted(ledger.files)], key, storage, rows=ledger.rows)
+
+
+def _repeated(ledger: Ledger, key: str, run_root: str, storage: StorageConfig | None) -> str:
+    """`` (repeated: ...)`` naming some keys written twice, or that none was (a row is missing or unlisted)."""
+    found = _find(ledger, key, run_root, storage)
+    if found.count:
+        return f" ({found.count} rows repeat a key ({key}), e.g. {', '.join(found.examples)})"
+    return f" (no key ({key}) is written twice: a listed row is missing, or a row was written that was not listed)"

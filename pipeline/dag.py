@@ -21,6 +21,7 @@ decides, then the whole chain runs again with the barrier's mark stage right aft
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -137,33 +138,45 @@ class Pipeline:
         return (f"stage {step!r} requires column {', '.join(parts)} which no earlier step produces; "
                 f"available: {', '.join(sorted(available))}")
 
-    def dataset(self, skip: Stage | None = None, mark: Stage | None = None) -> ray.data.Dataset:
+    def dataset(self, skip: Stage | Sequence[Stage] | None = None, mark: Stage | None = None) -> ray.data.Dataset:
         """The lazy Ray dataset of this chain (nothing runs); call :meth:`validate` first.
 
         Args:
-            skip: a stage that drops rows already done (resume, schedules), applied as early as
-                the rows' final id is known: right after the source when it assigns ids at
-                listing, else right after the first stage that produces ``id``.
-            mark: the barrier's mark stage (second pass of a two-pass run), applied where ``skip`` is.
+            skip: stages that drop rows already done (resume, schedules), each applied as early as
+                the column it needs holds its final value: right after the source, or right after
+                the last stage that produces it (``id`` from content is produced by the fetch).
+            mark: the barrier's mark stage (second pass of a two-pass run), applied as soon as the
+                rows' ids are final, like a skip on ``id``; the barrier itself is not a stage of the chain.
         """
+        skips = [skip] if isinstance(skip, Stage) else list(skip or ())
+        last = self.skip_positions(skips)
         ds = self.source.read()
-        early = [s for s in (skip, mark) if s is not None]
-
-        def flush(ds):
-            for stage in early:
+        skips += [mark] if mark is not None else []
+        last += [self._final_after((C.ID,))] if mark is not None else []
+        ds = self._apply_skips(ds, skips, last, -1)
+        for n, stage in enumerate(self.stages):
+            if not isinstance(stage, Barrier):
                 ds = stage.apply(ds)
-            early.clear()
-            return ds
+            ds = self._apply_skips(ds, skips, last, n)
+        return ds
 
-        if self.source.ids_at_listing:
-            ds = flush(ds)
-        for stage in self.stages:
-            if isinstance(stage, Barrier):
-                continue
-            ds = stage.apply(ds)
-            if early and C.ID in stage.produces:
-                ds = flush(ds)
-        return flush(ds)
+    def skip_positions(self, skips: Sequence[Stage]) -> list[int]:
+        """Where each skip stage goes: after stage number N (-1: right after the source)."""
+        return [self._final_after(s.needs) for s in skips]
+
+    def _final_after(self, needs: Sequence[str]) -> int:
+        """The stage after which every column of ``needs`` holds its final value (-1: the source's)."""
+        producers = [n for n, stage in enumerate(self.stages) if set(needs) & set(stage.produces)]
+        if C.ID in needs and not self.source.ids_at_listing and not producers:
+            producers = [len(self.stages) - 1]  # ids become final somewhere in the chain: skip at its end
+        return producers[-1] if producers else -1
+
+    @staticmethod
+    def _apply_skips(ds, skips: list[Stage], last: list[int], position: int):
+        for s, at in zip(skips, last, strict=True):
+            if at == position:
+                ds = s.apply(ds)
+        return ds
 
     def describe(self) -> str:
         """One line per step, for logs."""

@@ -134,6 +134,15 @@ def check_attempt(spec: JobSpec, run_id: str, run_root: str) -> None:
     write_bytes_atomic(join_uri(run_root, SPEC_RECORD), json.dumps(body, indent=2).encode(), storage)
 
 
+def forget_attempt(run_root: str, storage: StorageConfig) -> None:
+    """Remove the attempt's spec record (a run that found nothing to do leaves nothing behind)."""
+    fs, root = filesystem(run_root, storage)
+    try:
+        fs.rm_file(f"{root}/{SPEC_RECORD}")
+    except FileNotFoundError:
+        pass
+
+
 def mismatch(spec: JobSpec, run_id: str, committed_spec: dict | None) -> SpecMismatch | None:
     """What :func:`compare` would raise for ``run_id`` (committed spec, else the recorded one), read-only."""
     run_root = join_uri(spec.sink.uri, run_id)

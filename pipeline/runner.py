@@ -4,11 +4,14 @@
 
 Control path: the plan (:func:`pipeline.plan.build_pipeline`, or a pipeline the caller composed)
 is validated once against the writer's needs, which also fixes the record schema; the manifest
-is read once (a committed run id is not run again); staging is scanned once (a resumed run skips
-what earlier attempts wrote); Ray starts; the rows stream through the stages into the writer,
-whose one row per shard feeds the ledger and the progress line; the exactly-once check passes
-or nothing is published; the manifest is written (the commit); the report is written beside it;
-the summary is printed. The writer writes, the observer observes; neither calls back.
+is read once (a committed run id is not run again); Ray starts; the source is listed once, by
+CPU tasks, into the run's listing (rows done by earlier runs of a schedule dropped there; a
+resumed attempt reuses it); staging is scanned once, by CPU tasks (a resumed run skips what
+earlier attempts wrote, joining in tasks); the rows stream through the stages into the writer,
+whose one row per shard feeds the ledger and the progress line; the exactly-once check (counts
+and key digests) passes or nothing is published; the manifest is written (the commit); the
+report is written beside it; the summary is printed. The driver holds one record per listing
+part and per shard, never a row. The writer writes, the observer observes; neither calls back.
 """
 
 from __future__ import annotations
@@ -20,21 +23,25 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from operators.base import Expected
+from operators.idset import KeySet
 from operators.skip import skip_done_stage
+from operators.sources.listing import clear_listing
 from operators.storage import join_uri
 from operators.vlm.factory import EngineFactory
 from pipeline.cluster_check import check_joined
 from pipeline.commit import MANIFEST, CommitError, check_exactly_once, read_manifest, write_manifest
 from pipeline.dag import Pipeline
 from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
-from pipeline.identity import check_attempt, compare, run_lease
+from pipeline.identity import check_attempt, compare, forget_attempt, run_lease
 from pipeline.interrupt import interruptible, ray_starting
 from pipeline.plan import Engines, build_pipeline, new_run_id
 from pipeline.preflight import check_engines, check_stores
 from pipeline.progress import RunObserver
 from pipeline.provenance import provenance_for, qa_provenance
 from pipeline.report import publish_report
-from pipeline.shards import WRITER_NEEDS, Ledger, scan_staging, writer_stage
+from pipeline.shards import WRITER_NEEDS, Ledger, scan_staging_tasks, writer_stage
+from schemas import columns as C
 from schemas.manifest import Manifest, RunSummary
 from schemas.records import record_schema
 from schemas.spec import JobSpec, ResourcesConfig, RunConfig
@@ -58,6 +65,9 @@ def init_ray(run: RunConfig) -> None:
     kwargs: dict = {"log_to_driver": True}
     if address:
         kwargs["address"] = address
+        if not address.startswith("ray://") and address.split(":")[0] in ("127.0.0.1", "localhost"):
+            # A cluster on loopback (several nodes on one machine): join over loopback too.
+            kwargs["_node_ip_address"] = "127.0.0.1"
     else:
         # A local instance talks over loopback only.
         kwargs["_node_ip_address"] = "127.0.0.1"
@@ -100,31 +110,51 @@ class Run:
         spec: the job (its sink, resources, run options and manifest fields).
         run_id: overrides ``spec.run.run_id``; None makes a fresh one.
         pipeline: the stages to run; None builds them from ``spec`` (:func:`build_pipeline`).
-        skip_ids: ids done by earlier runs (schedules); their rows are neither processed nor written.
+        skip_ids: ids done by earlier runs, in memory (small lists); their rows are neither processed nor written.
+        skip_files: Parquet files whose ``id`` column holds ids done by earlier runs (schedules); read by tasks.
         engines: the engine builder of the spec's model stages, when the pipeline is built here.
         stream: where the progress line and the summary go (default stderr / stdout).
     """
 
     def __init__(self, spec: JobSpec, run_id: str | None = None, *, pipeline: Pipeline | None = None,
-                 skip_ids: list[str] | None = None, engines: Engines = EngineFactory, stream: TextIO | None = None):
+                 skip_ids: list[str] | None = None, skip_files: list[str] | None = None,
+                 engines: Engines = EngineFactory, stream: TextIO | None = None):
         self.spec = spec
         self.run_id = run_id or spec.run.run_id or new_run_id(spec.name)
         self.pipeline = pipeline or build_pipeline(spec, self.run_id, engines)
         self.skip_ids = list(skip_ids or [])
+        self.skip_files = list(skip_files or [])
         self.run_root = join_uri(spec.sink.uri, self.run_id)
         self.stream = stream
         self.observer = RunObserver(stream)
+        #: Seconds per phase of the last :meth:`execute` (list, scan, stream, check, commit).
+        self.timings: dict[str, float] = {}
+        self._expected: Expected | None = None
+        self._skip: KeySet | None = None
 
-    def expected_rows(self) -> int | None:
-        """Rows this run must commit: the source's, less those skipped as done elsewhere; None if unknown."""
-        source = self.pipeline.source
-        if not self.skip_ids:
-            return source.count()
-        ids = source.ids()
-        if ids is None:
-            return None
-        skip = set(self.skip_ids)
-        return sum(1 for i in ids if i not in skip)
+    def done_elsewhere(self) -> KeySet:
+        """The ids done by earlier runs, as a key set built in tasks (Ray must be up)."""
+        if self._skip is None:
+            if self.skip_files:
+                self._skip = KeySet.from_files(self.skip_files, C.ID, self.spec.sink.storage)
+            else:
+                self._skip = KeySet.from_keys(self.skip_ids)
+        return self._skip
+
+    def prepare(self) -> Expected:
+        """Start Ray and list the source into the run's listing (CPU tasks); what the run must commit.
+
+        Idempotent; a resumed attempt reuses the listing an earlier attempt finished.
+        """
+        if self._expected is None:
+            with ray_starting():  # ray.init puts its own SIGTERM handlers in place of ours
+                init_ray(self.spec.run)
+            check_joined(self.spec.run, self.pipeline)
+            t0 = time.monotonic()
+            skip = self.done_elsewhere() if (self.skip_ids or self.skip_files) else None
+            self._expected = self.pipeline.source.prepare(self.run_root, self.spec.sink.storage, skip)
+            self.timings["list_s"] = round(time.monotonic() - t0, 3)
+        return self._expected
 
     def execute(self, allow_empty: bool = False) -> Manifest | None:
         """Run to the commit and return the committed manifest.
@@ -162,30 +192,36 @@ class Run:
 
     def _run(self, schema: pa.Schema, lease, allow_empty: bool) -> Manifest | None:
         spec, storage = self.spec, self.spec.sink.storage
-        rows_in = self.expected_rows()
+        check_attempt(spec, self.run_id, self.run_root)  # before the listing: a resume reuses it
+        started = time.monotonic()
+        expected = self.prepare()
+        rows_in = expected.rows
         if allow_empty and rows_in == 0:
             log.info("nothing new to process for run %s", self.run_id)
+            clear_listing(self.run_root, storage)  # a run that did nothing leaves nothing behind
+            forget_attempt(self.run_root, storage)
             return None
-        check_attempt(spec, self.run_id, self.run_root)
-        with ray_starting():  # ray.init puts its own SIGTERM handlers in place of ours
-            init_ray(spec.run)
-        check_joined(spec.run, self.pipeline)
         configure_data_context(spec.run, spec.resources)
         # A barrier (dedup) runs its first pass and decides before this run's rows stream (pipeline/curate.py).
         mark = self.pipeline.barrier.prepare(self) if self.pipeline.barrier is not None else None
         log.info("run %s: %s -> %s", self.run_id, self.pipeline.describe(), self.run_root)
-        started = time.monotonic()
-        ledger = scan_staging(self.run_root, storage)
+        t0 = time.monotonic()
+        ledger, done = scan_staging_tasks(self.run_root, storage, expected.key)
+        self.timings["scan_s"] = round(time.monotonic() - t0, 3)
         earlier = set(ledger.files)
-        resumed = len(ledger.ids)
+        resumed = ledger.rows
         # A source that cannot count exactly (remote WebDataset shards) may still estimate for the progress line.
-        shown = rows_in if rows_in is not None or self.skip_ids else self.pipeline.source.progress_total()
+        done_elsewhere = bool(self.skip_ids or self.skip_files)
+        shown = rows_in if rows_in is not None or done_elsewhere else self.pipeline.source.progress_total()
         self.observer.start(shown, resumed)
         shards = None
+        t0 = time.monotonic()
         if rows_in is None or resumed < rows_in:
-            done = self.skip_ids + ledger.ids
-            ds = self.pipeline.dataset(skip_done_stage(done) if done else None, mark)
-            shards = writer_stage(self.run_root, spec.sink, schema).apply(ds)
+            skips = [skip_done_stage(done, expected.key)] if done else []
+            if done_elsewhere and not expected.skip_applied:
+                skips.append(skip_done_stage(self.done_elsewhere(), C.ID))
+            ds = self.pipeline.dataset(skips, mark)
+            shards = writer_stage(self.run_root, spec.sink, schema, expected.key).apply(ds)
             for meta in shards.iter_rows():
                 if meta["path"] in ledger.files:
                     raise CommitError(f"two shards wrote {meta['path']}: the same rows were processed twice")
@@ -193,12 +229,18 @@ class Run:
                 crash_point(AFTER_SHARDS, len(ledger.files) - len(earlier))
                 self.observer.shard(meta)
         self.observer.finish()
-        check_exactly_once(ledger, earlier, rows_in, self.run_root, storage)
+        self.timings["stream_s"] = round(time.monotonic() - t0, 3)
+        t0 = time.monotonic()
+        check_exactly_once(ledger, expected, self.run_root, storage)
+        self.timings["check_s"] = round(time.monotonic() - t0, 3)
+        t0 = time.monotonic()
         manifest = self._manifest(schema, ledger, rows_in, resumed, max(time.monotonic() - started, 1e-9))
         crash_point(BEFORE_MANIFEST)
         lease.check()
         write_manifest(self.run_root, manifest, storage)
+        self.timings["commit_s"] = round(time.monotonic() - t0, 3)
         publish_report(manifest, self.run_root, storage, self.observer.timeline, shards)
+        log.info("run %s phases (s): %s", self.run_id, self.timings)
         self._print_summary(manifest)
         return manifest
 
@@ -250,6 +292,7 @@ class Run:
 
 
 def run_job(spec: JobSpec, run_id: str | None = None, skip_ids: list[str] | None = None,
-            allow_empty: bool = False, engines: Engines = EngineFactory) -> Manifest | None:
-    """``Run(spec, run_id, skip_ids=..., engines=...).execute(allow_empty)``."""
-    return Run(spec, run_id, skip_ids=skip_ids, engines=engines).execute(allow_empty)
+            allow_empty: bool = False, engines: Engines = EngineFactory,
+            skip_files: list[str] | None = None) -> Manifest | None:
+    """``Run(spec, run_id, skip_ids=..., skip_files=..., engines=...).execute(allow_empty)``."""
+    return Run(spec, run_id, skip_ids=skip_ids, skip_files=skip_files, engines=engines).execute(allow_empty)

@@ -6,7 +6,10 @@ State of a schedule, under ``schedule.state_uri``::
     <version>/version.json                what the version covers (model, prompts, sampling)
     <version>/pending.json                the run id in progress (a crashed run is resumed, not redone)
     <version>/runs/<run_id>.json          a committed run: where it is, its summary
-    <version>/ids/<run_id>.parquet        the ids that run committed
+    <version>/ids/<run_id>.parquet        the ids that run committed (written by a task)
+
+What is new is decided in tasks: the ids files become a key set in the object store
+(:class:`operators.idset.KeySet`) that the run's listing tasks drop done rows with.
 
 A dataset version is a hash of everything that changes what a row says (model, revision,
 prompts, sampling, record schema): changing the model or the prompt starts a new version
@@ -24,15 +27,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.storage import ensure_parent, filesystem, join_uri
+from operators.tasks import cpu_task
 from pipeline.commit import read_committed
 from pipeline.locks import ObjectLock
 from pipeline.shards import retry, write_bytes_atomic
 from schemas import columns as C
 from schemas.manifest import Manifest
 from schemas.records import SCHEMA_VERSION
-from schemas.spec import JobSpec
+from schemas.spec import JobSpec, StorageConfig
 
 log = logging.getLogger(__name__)
+
+
+def write_ids(files: list[str], out_uri: str, storage: StorageConfig) -> int:
+    """Task body: the ``id`` column of ``files`` into one Parquet file at ``out_uri`` (a row group per file)."""
+    schema = pa.schema([pa.field(C.ID, C.TYPES[C.ID])])
+    fs, path = filesystem(out_uri, storage)
+    ensure_parent(out_uri)
+    rows = 0
+    with fs.open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+        for uri in files:
+            src_fs, src = filesystem(uri, storage)
+            with src_fs.open(src, "rb") as g:
+                table = pq.read_table(g, columns=[C.ID]).cast(schema)
+            writer.write_table(table)
+            rows += table.num_rows
+    return rows
 
 
 def dataset_version(spec: JobSpec) -> tuple[str, dict]:
@@ -95,15 +115,9 @@ class Schedule:
         return sorted((json.loads(fs.cat_file(n)) for n in names if n.endswith(".json")),
                       key=lambda r: r["committed_at"])
 
-    def done_ids(self) -> list[str]:
-        """Ids every committed run of this version processed."""
-        fs, _ = filesystem(self.vroot, self.storage)
-        ids: list[str] = []
-        for run in self.runs():
-            _, path = filesystem(join_uri(self.vroot, run["ids_path"]), self.storage)
-            with fs.open(path, "rb") as f:
-                ids.extend(pq.read_table(f, use_threads=False).column(C.ID).to_pylist())
-        return ids
+    def done_files(self) -> list[str]:
+        """The id files of every committed run of this version (one per run; their ids are read by tasks)."""
+        return [join_uri(self.vroot, run["ids_path"]) for run in self.runs()]
 
     def dataset(self) -> pa.Table:
         """The committed dataset of this version: the union of its runs (no id twice)."""
@@ -111,13 +125,14 @@ class Schedule:
         return pa.concat_tables(tables) if tables else None
 
     def _record(self, run_id: str, run_root: str, manifest: Manifest) -> None:
-        table = read_committed(run_root, self.storage, columns=[C.ID])
+        import ray
+
         ids_rel = f"ids/{run_id}.parquet"
-        fs, path = filesystem(join_uri(self.vroot, ids_rel), self.storage)
-        ensure_parent(join_uri(self.vroot, ids_rel))
-        with fs.open(path, "wb") as f:
-            pq.write_table(table, f)
-        record = {"run_id": run_id, "run_root": run_root, "ids_path": ids_rel, "rows": table.num_rows,
+        files = [join_uri(run_root, f.path) for f in manifest.files]
+        # The run's ids are copied by a CPU task, file by file: the driver never holds them.
+        rows = ray.get(cpu_task(write_ids).remote(files, join_uri(self.vroot, ids_rel),
+                                                                  self.storage))
+        record = {"run_id": run_id, "run_root": run_root, "ids_path": ids_rel, "rows": rows,
                   "committed_at": manifest.created_at, "summary": manifest.summary.model_dump()}
         write_bytes_atomic(join_uri(self.vroot, "runs", f"{run_id}.json"), json.dumps(record, indent=2).encode(),
                            self.storage)
@@ -148,7 +163,7 @@ class Schedule:
                 write_bytes_atomic(join_uri(self.vroot, "version.json"),
                                    json.dumps(self.covered, indent=2).encode(), self.storage)
             earlier = self.runs()
-            done = self.done_ids()
+            done = self.done_files()
             pending = self._read_json(pending_uri)
             run_id = pending["run_id"] if pending else candidate
             if pending:
@@ -156,14 +171,14 @@ class Schedule:
             else:
                 write_bytes_atomic(pending_uri, json.dumps({"run_id": run_id}).encode(), self.storage)
             try:
-                manifest = run_job(self.spec, run_id, skip_ids=done, allow_empty=True)
+                manifest = run_job(self.spec, run_id, skip_files=done, allow_empty=True)
             except SpecMismatch:
                 if not (pending and new_run_on_change):
                     raise
                 log.warning("pending run %s was started with another spec: abandoned for run %s", run_id, candidate)
                 run_id = candidate
                 write_bytes_atomic(pending_uri, json.dumps({"run_id": run_id}).encode(), self.storage)
-                manifest = run_job(self.spec, run_id, skip_ids=done, allow_empty=True)
+                manifest = run_job(self.spec, run_id, skip_files=done, allow_empty=True)
             if manifest is not None:
                 self._record(run_id, join_uri(self.spec.sink.uri, run_id), manifest)
             fs, path = filesystem(pending_uri, self.storage)

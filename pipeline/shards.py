@@ -5,9 +5,11 @@ any of its rows failed, one file under ``<run>/errors/`` with those rows' id, so
 and error. Files appear whole or not at all (one PUT on object stores; write-then-rename on
 local disks), so a reader of the staging prefix never sees half a file.
 
-The :class:`Ledger` adds up what the shards hold (files, statuses, token counts); the commit
-starts it from what earlier attempts left in staging (:func:`scan_staging`) and adds one entry
-per shard the writer reports.
+The :class:`Ledger` adds up what the shards hold (files, statuses, token counts, and the count
+and :func:`operators.idset.key_digest` of their row keys, computed by the writer where each shard
+is written); the commit starts it from what earlier attempts left in staging (:func:`scan_staging`,
+CPU tasks that read each file's key column) and adds one entry per shard the writer reports. The
+driver holds one entry per shard, never a row key.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.base import ActorPool, Resources, Stage
-from operators.storage import ensure_parent, filesystem, split_uri
+from operators.idset import DIGEST_MOD, GROUPS, KeySet, as_key_array, concat_keys, digest_hex, key_digest
+from operators.storage import ensure_parent, filesystem, join_uri, split_uri
 from operators.storage_errors import is_transient
+from operators.tasks import cpu_task
 from pipeline.figures import QAFigures, batch_times, qa_figures
 from schemas import columns as C
 from schemas.manifest import FileEntry
@@ -54,6 +59,8 @@ SHARD_META = pa.schema(
         pa.field("engine", pa.string()),
         pa.field("qa", pa.string()),  # pipeline.figures.qa_figures
         pa.field("timing", pa.string()),  # pipeline.figures.batch_times
+        pa.field("digest", pa.string()),
+        pa.field("repeats", pa.int64()),
     ]
 )
 
@@ -143,25 +150,34 @@ def shard_name(ids: list[str]) -> str:
     return "part-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24] + ".parquet"
 
 
-def shard_stats(data: pa.Table) -> dict:
-    """A shard's figures: rows per status (JSON), prompt and generated tokens, the engine, its QA figures (JSON)."""
+def shard_stats(data: pa.Table, key: str = C.ID) -> dict:
+    """A shard's figures: rows per status (JSON), prompt and generated tokens, the engine that wrote it, its QA
+    figures (JSON), the digest of its ``key`` column and how many of its keys repeat another of its keys."""
     def total(name: str) -> int:
         return sum(x or 0 for x in data.column(name).to_pylist()) if name in data.column_names else 0
 
     engines = sorted({e for e in data.column(C.ENGINE).to_pylist() if e}) if C.ENGINE in data.column_names else []
+    keys = data.column(key).to_pylist()
     return {"by_status": json.dumps(Counter(data.column(C.STATUS).to_pylist()), sort_keys=True),
             "prompt_tokens": total(C.NUM_PROMPT_TOKENS), "generated_tokens": total(C.NUM_GENERATED_TOKENS),
-            "engine": engines[0] if engines else None, "qa": qa_figures(data)}
+            "engine": engines[0] if engines else None, "qa": qa_figures(data),
+            "digest": digest_hex(key_digest(keys)), "repeats": len(keys) - len(set(keys))}
 
 
 class ShardWriter:
-    """Ray Data UDF: write one batch as one shard (and its error rows); return one row describing it."""
+    """Ray Data UDF: write one batch as one shard (and its error rows); return one row describing it.
 
-    def __init__(self, run_root: str, storage: StorageConfig, compression: str, schema: pa.Schema):
+    The row carries the count and digest of the shard's ``key`` column (the run's exactly-once
+    key) and how many keys repeat within it, so the commit checks every row once without
+    reading a key back.
+    """
+
+    def __init__(self, run_root: str, storage: StorageConfig, compression: str, schema: pa.Schema, key: str = C.ID):
         self.run_root = run_root
         self.storage = storage
         self.compression = compression
         self.schema = schema
+        self.key = key
 
     def _write(self, rel: str, table: pa.Table) -> None:
         retry(lambda: write_atomic(f"{self.run_root}/{rel}",
@@ -186,7 +202,7 @@ class ShardWriter:
                 _remove_quietly(f"{self.run_root}/{error_rel}", self.storage)
             raise
         meta = {"path": rel, "rows": data.num_rows, "error_path": error_rel, "error_rows": len(failed),
-                **shard_stats(data), "timing": batch_times(table)}
+                **shard_stats(data, self.key), "timing": batch_times(table)}
         return pa.Table.from_pylist([meta], schema=SHARD_META)
 
 
@@ -194,15 +210,17 @@ class ShardWriter:
 WRITER_NEEDS = (C.ID, C.SOURCE, C.STATUS, C.ERROR)
 
 
-def writer_stage(run_root: str, sink: SinkConfig, schema: pa.Schema) -> Stage:
+def writer_stage(run_root: str, sink: SinkConfig, schema: pa.Schema, key: str = C.ID) -> Stage:
     """The sink's writer: ``sink.rows_per_file`` rows per shard, one row of :data:`SHARD_META` per shard.
 
     A standing writer that reserves no CPU never queues behind fetch and decode tasks: shards
     land as soon as their rows are captioned, so a crash loses little and finished rows do not
-    pile up in the object store.
+    pile up in the object store. Its node may be lost like any other: Ray restarts the actor
+    and retries its batches (Ray Data's actor defaults, kept by :meth:`Stage.apply`); a retried
+    batch writes the same file, named from its ids.
     """
     return Stage("write", ShardWriter, dict(run_root=run_root, storage=sink.storage, compression=sink.compression,
-                                            schema=schema),
+                                            schema=schema, key=key),
                  needs=WRITER_NEEDS, resources=Resources(num_cpus=0), batch_size=sink.rows_per_file,
                  pool=ActorPool(size=1), keeps_rows=False)
 
@@ -213,12 +231,13 @@ class Ledger:
 
     files: dict[str, FileEntry] = field(default_factory=dict)
     error_files: dict[str, FileEntry] = field(default_factory=dict)
-    ids: list[str] = field(default_factory=list)  # of the shards read back from staging
     by_status: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     generated_tokens: int = 0
     engine: str | None = None
     qa: QAFigures = field(default_factory=QAFigures)
+    digest: int = 0  # sum of the shards' key digests (mod 2**128)
+    repeats: int = 0  # keys repeated within a shard, summed
 
     @property
     def rows(self) -> int:
@@ -227,6 +246,10 @@ class Ledger:
     @property
     def failed(self) -> int:
         return sum(n for s, n in self.by_status.items() if s != Status.OK.value)
+
+    @property
+    def digest_hex(self) -> str:
+        return digest_hex(self.digest)
 
     def add(self, meta: dict) -> None:
         """Count one shard (a :data:`SHARD_META` row)."""
@@ -238,37 +261,89 @@ class Ledger:
         self.generated_tokens += meta["generated_tokens"]
         self.engine = self.engine or meta["engine"]
         self.qa.add(meta.get("qa"))
+        self.digest = (self.digest + int(meta["digest"], 16)) % DIGEST_MOD
+        self.repeats += meta["repeats"]
 
 
-def scan_staging(run_root: str, storage: StorageConfig) -> Ledger:
-    """The ledger of the shards earlier attempts of this run left in staging (ids and stats only).
+_SCAN_COLUMNS = (C.ID, C.SOURCE, C.STATUS, C.NUM_PROMPT_TOKENS, C.NUM_GENERATED_TOKENS, C.ENGINE, C.QA,
+                 C.QA_PROMPT_TOKENS, C.QA_GENERATED_TOKENS, C.QA_ENGINE)
 
-    A file that cannot be read as Parquet is ignored (its rows are simply done again).
-    """
+
+def _scan_file(uri: str, storage: StorageConfig, key: str) -> tuple[dict, pa.ChunkedArray] | None:
+    """One staging file's :data:`SHARD_META` row and its keys; None if it cannot be read as Parquet."""
+    fs, path = filesystem(uri, storage)
+    try:
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            # Decoded in this thread: Arrow's pool threads would release the Python-owned read buffers
+            # after this returns, and one still doing so at interpreter exit aborts the process
+            # (std::terminate: ``vlmbatch status``'s rare "terminate called without an active exception").
+            t = pf.read(columns=[c for c in _SCAN_COLUMNS if c in pf.schema_arrow.names], use_threads=False)
+    except Exception as exc:  # noqa: BLE001 - unreadable leftovers are redone, not trusted
+        log.warning("ignoring unreadable staging file %s: %s", uri, exc)
+        return None
+    name = uri.rsplit("/", 1)[1]
+    stats = shard_stats(t, key)
+    failed = sum(n for s, n in json.loads(stats["by_status"]).items() if s != Status.OK.value)
+    meta = {"path": f"{STAGING}/{name}", "rows": t.num_rows, "error_path": f"{ERRORS}/{name}" if failed else None,
+            "error_rows": failed, **stats}
+    return meta, t.column(key)
+
+
+def _scan_group(uris: list[str], storage: StorageConfig, key: str) -> tuple[tuple[list[dict], int], np.ndarray]:
+    """Task body: (the metadata rows of a group of staging files, how many distinct keys), the keys sorted."""
+    metas, keys = [], []
+    for uri in uris:
+        scanned = _scan_file(uri, storage, key)
+        if scanned is not None:
+            metas.append(scanned[0])
+            keys.append(as_key_array(scanned[1]))
+    merged = np.unique(concat_keys(keys))
+    return (metas, len(merged)), merged
+
+
+def staged_files(run_root: str, storage: StorageConfig) -> list[str]:
+    """URIs of the shard files in a run's staging prefix, sorted (one listing, O(shards))."""
     fs, root = filesystem(run_root, storage)
-    ledger = Ledger()
     try:
         names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{root}/{STAGING}", detail=False))
     except FileNotFoundError:
-        return ledger
-    wanted = [C.ID, C.STATUS, C.NUM_PROMPT_TOKENS, C.NUM_GENERATED_TOKENS, C.ENGINE, C.QA, C.QA_PROMPT_TOKENS,
-              C.QA_GENERATED_TOKENS, C.QA_ENGINE]
-    for name in names:
-        if not (name.startswith("part-") and name.endswith(".parquet")):
-            continue
-        try:
-            with fs.open(f"{root}/{STAGING}/{name}", "rb") as f:
-                pf = pq.ParquetFile(f)
-                # Decoded in this thread: Arrow's pool threads would release the Python-owned read buffers
-                # after this returns, and one still doing so at interpreter exit aborts the process
-                # (std::terminate: ``vlmbatch status``'s rare "terminate called without an active exception").
-                t = pf.read(columns=[c for c in wanted if c in pf.schema_arrow.names], use_threads=False)
-        except Exception as exc:  # noqa: BLE001 - unreadable leftovers are redone, not trusted
-            log.warning("ignoring unreadable staging file %s: %s", name, exc)
-            continue
-        ledger.ids.extend(t.column(C.ID).to_pylist())
-        stats = shard_stats(t)
-        failed = sum(n for s, n in json.loads(stats["by_status"]).items() if s != Status.OK.value)
-        ledger.add({"path": f"{STAGING}/{name}", "rows": t.num_rows,
-                    "error_path": f"{ERRORS}/{name}" if failed else None, "error_rows": failed, **stats})
+        return []
+    return [join_uri(run_root, STAGING, n) for n in names if n.startswith("part-") and n.endswith(".parquet")]
+
+
+def scan_staging(run_root: str, storage: StorageConfig, key: str = C.ID) -> Ledger:
+    """The ledger of the shards earlier attempts of this run left in staging (figures only, in this process).
+
+    For tools (``vlmbatch status``); a run uses :func:`scan_staging_tasks`. A file that cannot be
+    read as Parquet is ignored (its rows are simply done again).
+    """
+    ledger = Ledger()
+    for uri in staged_files(run_root, storage):
+        scanned = _scan_file(uri, storage, key)
+        if scanned is not None:
+            ledger.add(scanned[0])
     return ledger
+
+
+def scan_staging_tasks(run_root: str, storage: StorageConfig, key: str = C.ID,
+                       groups: int = GROUPS) -> tuple[Ledger, KeySet]:
+    """:func:`scan_staging` in CPU tasks, plus the done keys as a :class:`KeySet` (left in the object store).
+
+    The driver receives one metadata row per shard; the keys stay with the tasks' results.
+    """
+    import ray
+
+    uris = staged_files(run_root, storage)
+    ledger = Ledger()
+    if not uris:
+        return ledger, KeySet()
+    task = cpu_task(_scan_group, num_returns=2)
+    step = -(-len(uris) // groups)
+    pairs = [task.remote(uris[i:i + step], storage, key) for i in range(0, len(uris), step)]
+    distinct = 0
+    for metas, n in ray.get([m for m, _ in pairs]):
+        distinct += n
+        for meta in metas:
+            ledger.add(meta)
+    return ledger, KeySet(tuple(k for _, k in pairs), distinct)

@@ -52,7 +52,9 @@ class SourceConfig(_Strict):
         description="How a row's stable id is derived: from the normalised object location, or from a hash of "
         "the image bytes (identical files then share an id).",
     )
-    limit: int | None = Field(None, ge=1, description="Take only the first N listed images (sorted), for trials.")
+    limit: int | None = Field(
+        None, ge=1, description="Take only the first N images the run would process, in listing order (a prefix: "
+        "folder by folder, names sorted; a manifest: its order), for trials.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="How to reach the source store.")
     format: Literal["prefix", "llava_json", "llava_jsonl", "parquet", "webdataset"] = Field(
         "prefix",
@@ -266,6 +268,12 @@ class ResourcesConfig(_Strict):
         None, ge=1, json_schema_extra={"default_doc": "twice `max_num_seqs`"},
         description="Batches one engine actor works on at once. Default: enough for twice the engine's "
         "max_num_seqs (at least 2), so its queue still holds work while a finished batch is replaced.",
+    )
+    engine_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each engine actor asks for besides CPUs and GPUs, e.g. {gpu_pool: 1} "
+        "with `ray start --resources='{\"gpu_pool\": 8}'` on the nodes that may hold engines: pins the pool to a "
+        "node group. A pool whose nodes are all lost waits until such a node joins again.",
     )
     cpu_batch_size: int = Field(32, ge=1, description="Rows per batch in fetch and decode tasks.")
     object_store_memory: int | None = Field(

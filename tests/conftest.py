@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,29 +62,104 @@ def s3_server(tmp_path_factory):
 
 
 class LocalRayCluster:
-    """A ``ray start --head`` cluster on loopback that stops only its own processes.
+    """A ``ray start`` cluster on loopback (a head, and worker nodes on demand) that stops only its own processes.
 
-    (``ray stop`` would also kill every other Ray instance on the machine.)
+    (``ray stop`` would also kill every other Ray instance on the machine.) Every process of the
+    cluster inherits ``VLMBATCH_TEST_CLUSTER=<gcs port>``; every process of one node also inherits
+    ``VLMBATCH_TEST_NODE=<gcs port>-<node name>`` (the head is ``head``), so a test can kill one node
+    (its raylet, object store and every worker under it) the way a preempted machine disappears.
+    Each node has its own raylet, object store, temp dir and agent ports.
+
+    Args:
+        num_cpus: the head's CPUs (0 keeps tasks and actors off it).
+        extra_args: more ``ray start --head`` flags, e.g. ``--metrics-export-port=N``.
+        resources: the head's custom resources.
+        system_config: Ray system settings of the head (GCS), e.g. a shorter node health check.
     """
 
-    def __init__(self, ray_bin: str, env: dict, num_cpus: int = 2, extra_args: tuple[str, ...] = ()):
+    def __init__(self, ray_bin: str, env: dict, num_cpus: int = 2, extra_args: tuple[str, ...] = (),
+                 resources: dict[str, float] | None = None, system_config: dict | None = None):
         self.ray_bin = ray_bin
         self.num_cpus = num_cpus
-        self.extra_args = tuple(extra_args)  # more `ray start` flags, e.g. --metrics-export-port=N
+        self.extra_args = tuple(extra_args)
+        self.resources = resources
+        self.system_config = system_config
         self.gcs_port, self.dashboard_port, self.client_port = free_port(), free_port(), free_port()
         self.temp_dir = f"/tmp/vr-{self.gcs_port}"
         # Every process of the cluster inherits this marker; stop() finds them by it.
         self.marker = f"VLMBATCH_TEST_CLUSTER={self.gcs_port}"
         self.env = {**env, "VLMBATCH_TEST_CLUSTER": str(self.gcs_port)}
+        self.nodes: list[str] = []
+
+    @property
+    def address(self) -> str:
+        """The GCS address drivers and nodes join (``ray.init(address=...)``, ``RAY_ADDRESS``)."""
+        return f"127.0.0.1:{self.gcs_port}"
+
+    def _node_env(self, name: str) -> dict:
+        return {**self.env, "VLMBATCH_TEST_NODE": f"{self.gcs_port}-{name}"}
+
+    @staticmethod
+    def _node_args(num_cpus: int, resources: dict[str, float] | None) -> list[str]:
+        args = [f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                # Agent ports default to fixed numbers: two nodes on one machine would collide.
+                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        if resources:
+            args.append(f"--resources={json.dumps(resources)}")
+        return args
 
     def start(self) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [self.ray_bin, "start", "--head", f"--num-cpus={self.num_cpus}", "--node-ip-address=127.0.0.1",
-             f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
-             f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
-             *self.extra_args],
-            env=self.env, capture_output=True, text=True, timeout=180,
+        """Start the head node."""
+        extra = list(self.extra_args)
+        if self.system_config:
+            extra.append(f"--system-config={json.dumps(self.system_config)}")
+        args = self._node_args(self.num_cpus, self.resources)
+        if any(a.startswith("--metrics-export-port") for a in extra):
+            args = [a for a in args if not a.startswith("--metrics-export-port")]
+        proc = subprocess.run(
+            [self.ray_bin, "start", "--head", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
+             f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp_dir}", *args, *extra],
+            env=self._node_env("head"), capture_output=True, text=True, timeout=180,
         )
+        if proc.returncode == 0:
+            self.nodes.append("head")
+        return proc
+
+    def add_node(self, name: str, num_cpus: int, resources: dict[str, float] | None = None) -> None:
+        """Start a worker node ``name`` that joins the head (its own raylet and object store).
+
+        Raises:
+            RuntimeError: ``ray start`` failed (with its output).
+        """
+        proc = subprocess.run(
+            [self.ray_bin, "start", f"--address={self.address}", f"--temp-dir={self.temp_dir}-{name}",
+             *self._node_args(num_cpus, resources)],
+            # Clusters use token authentication by default: a joining node presents the local token.
+            env={**self._node_env(name), "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=180,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"node {name} did not start: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        self.nodes.append(name)
+
+    def node_pids(self, name: str) -> list[int]:
+        """Processes of node ``name`` (raylet, object store, agents, workers)."""
+        from tests.procs import pids_with_env
+
+        return pids_with_env(f"VLMBATCH_TEST_NODE={self.gcs_port}-{name}")
+
+    def kill_node(self, name: str) -> list[int]:
+        """SIGKILL every process of node ``name`` at once, as a lost machine; returns their pids."""
+        pids = self.node_pids(name)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while self.node_pids(name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return pids
 
     def submit(self, entrypoint: list[str], cwd, env: dict, timeout: float = 600) -> tuple[int, str]:
         """``ray job submit --working-dir . -- ENTRYPOINT``; returns (exit code, output).

@@ -14,9 +14,10 @@ import posixpath
 import pyarrow as pa
 
 from operators.ids import location_id, normalise_location
-from operators.sources.prefix import LISTING_SCHEMA
-from operators.storage import join_uri
+from operators.sources.prefix import LISTING_SCHEMA, SourceError
+from operators.storage import filesystem, join_uri, split_uri, to_uri
 from schemas import columns as C
+from schemas.spec import SourceConfig
 from schemas.status import Status
 
 ENTRY_SCHEMA = pa.schema(list(C.types_of(*LISTING_SCHEMA.names, C.IMAGE, C.QUESTIONS, C.IMAGE_BYTES).items()))
@@ -88,13 +89,17 @@ def invalid_row(namespace: str, key: object, source: str, error: str, source_id:
                      status=Status.INVALID_ENTRY, error=error, source_id=source_id)
 
 
+def duplicate_message(n: int) -> str:
+    """The error of entry ``n`` whose id an earlier entry already has."""
+    return f"duplicate id: entry {n} repeats an earlier entry's id; only the first is processed"
+
+
 def dedupe_ids(rows: list[dict], namespace: str) -> None:
-    """Turn every repeat of an id into an ``invalid_entry`` row with its own id (in place)."""
+    """Turn every repeat of an id into an ``invalid_entry`` row with its own id (in place; in-process listings)."""
     seen: set[str] = set()
     for n, row in enumerate(rows):
         if row[C.ID] in seen:
-            rows[n] = invalid_row(namespace, f"dup{n}", row[C.SOURCE], f"duplicate id: entry {n} repeats an "
-                                  "earlier entry's id; only the first is processed", row[C.SOURCE_ID])
+            rows[n] = invalid_row(namespace, f"dup{n}", row[C.SOURCE], duplicate_message(n), row[C.SOURCE_ID])
         seen.add(rows[n][C.ID])
 
 
@@ -106,3 +111,20 @@ def to_table(rows: list[dict]) -> pa.Table:
 def location_or_manifest_id(namespace: str, raw_id: object, uri: str) -> str:
     """The manifest's id when it gives one, else the image location's id."""
     return manifest_id(namespace, raw_id) if raw_id not in (None, "") else location_id(uri)
+
+
+def files_under(config: SourceConfig, suffix: str, what: str) -> list[str]:
+    """URIs of ``source.uri`` itself when it is a file, else of every file under it ending in ``suffix``, sorted.
+
+    Raises:
+        SourceError: access is denied, or there is no such file (``what`` names them: "Parquet files").
+    """
+    protocol, path = split_uri(config.uri)
+    fs, _ = filesystem(config.uri, config.storage)
+    try:
+        paths = [path] if fs.isfile(path) else sorted(p for p in fs.find(path) if p.endswith(suffix))
+    except PermissionError as exc:
+        raise SourceError(f"source {config.uri}: access denied ({exc})") from None
+    if not paths:
+        raise SourceError(f"source {config.uri} holds no {what}")
+    return [to_uri(protocol, p) for p in paths]

@@ -1,8 +1,9 @@
 """Parquet manifests: a URI / relative-path column, or Hugging Face ``Image`` structs with embedded bytes.
 
 ``source.uri`` names one Parquet file or a prefix of them. Files are listed and their row
-counts read from the footers on the driver; rows are read in one CPU task per file, so image
-bytes never pass through the driver. A row with embedded bytes skips the fetch step; its
+counts read from the footers on the driver (one request per file, nothing per row); repeated
+ids are found by CPU tasks that read only the id column; rows are read in one CPU task per
+file, so image bytes never pass through the driver. A row with embedded bytes skips the fetch step; its
 ``source`` is ``<file>#row=<n>``, the address the exporters read it back from.
 """
 
@@ -13,11 +14,13 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.base import Resources, SourceOperator, Stage
+from operators.base import Expected, Resources, SourceOperator, Stage
+from operators.idset import find_repeats
 from operators.sources.entries import (
     ENTRY_SCHEMA,
     InvalidEntry,
     entry_row,
+    files_under,
     invalid_row,
     location_or_manifest_id,
     questions_of,
@@ -25,10 +28,9 @@ from operators.sources.entries import (
     to_table,
 )
 from operators.sources.llava import manifest_root
-from operators.sources.prefix import SourceError
-from operators.storage import filesystem, split_uri, to_uri
+from operators.storage import filesystem
 from schemas import columns as C
-from schemas.spec import SourceConfig
+from schemas.spec import SourceConfig, StorageConfig
 
 if TYPE_CHECKING:
     import ray.data
@@ -115,44 +117,62 @@ class ParquetManifestSource(SourceOperator):
         if self.config.format != "parquet":
             raise ValueError(f"source.format {self.config.format!r} is not parquet")
 
+    def _footers(self) -> list[tuple[str, int]]:
+        """``(file uri, rows to take)`` per file, from the footers, honouring ``source.limit`` (O(files))."""
+        files, left = [], self.config.limit
+        for uri in files_under(self.config, ".parquet", ".parquet files"):
+            fs, p = filesystem(uri, self.config.storage)
+            with fs.open(p, "rb") as f:
+                rows = pq.ParquetFile(f).metadata.num_rows
+            take = rows if left is None else min(rows, left)
+            files.append((uri, take))
+            if left is not None:
+                left -= take
+                if left <= 0:
+                    break
+        return files
+
     def files(self) -> list[tuple[str, int, list[int]]]:
-        """``(file uri, rows to take, rows whose id repeats an earlier one)`` per file, honouring ``source.limit``."""
+        """``(file uri, rows to take, rows whose id repeats an earlier one)`` per file.
+
+        A repeated id would fail the commit's exactly-once check, so repeats become invalid_entry
+        rows. After :meth:`prepare` the repeats were found by tasks; before, they are found here,
+        in this process (tests and tools).
+        """
         if self._files is None:
-            protocol, path = split_uri(self.config.uri)
-            fs, _ = filesystem(self.config.uri, self.config.storage)
-            try:
-                if fs.isfile(path):
-                    paths = [path]
-                else:
-                    paths = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
-            except PermissionError as exc:
-                raise SourceError(f"source {self.config.uri}: access denied ({exc})") from None
-            if not paths:
-                raise SourceError(f"source {self.config.uri} holds no .parquet files")
-            files, left = [], self.config.limit
+            footers = self._footers()
             seen: set = set()
-            for p in paths:
+            files = []
+            for uri, take in footers:
+                fs, p = filesystem(uri, self.config.storage)
+                dups = []
                 with fs.open(p, "rb") as f:
                     pf = pq.ParquetFile(f)
-                    rows = pf.metadata.num_rows
-                    take = rows if left is None else min(rows, left)
-                    # Only the id column is read here; a repeated id would otherwise fail the
-                    # commit's exactly-once check, so repeats become invalid_entry rows instead.
-                    dups = []
                     if self.config.id_column in pf.schema_arrow.names:
-                        ids = pf.read(columns=[self.config.id_column], use_threads=False).column(0).to_pylist()[:take]
-                        for n, raw in enumerate(ids):
+                        ids = pf.read(columns=[self.config.id_column], use_threads=False).column(0).to_pylist()
+                        for n, raw in enumerate(ids[:take]):
                             if raw not in (None, ""):
                                 if raw in seen:
                                     dups.append(n)
                                 seen.add(raw)
-                files.append((to_uri(protocol, p), take, dups))
-                if left is not None:
-                    left -= take
-                    if left <= 0:
-                        break
+                files.append((uri, take, dups))
             self._files = files
         return self._files
+
+    def prepare(self, run_root: str, storage: StorageConfig, skip=None) -> Expected:
+        """Count the rows from the footers and find repeated ids in CPU tasks (the id column only); Ray is up."""
+        footers = self._footers()
+        with_ids = []
+        for uri, _ in footers:
+            fs, p = filesystem(uri, self.config.storage)
+            with fs.open(p, "rb") as f:
+                with_ids.append(self.config.id_column in pq.ParquetFile(f).schema_arrow.names)
+        subset = [n for n, has in enumerate(with_ids) if has]
+        found = find_repeats([footers[n][0] for n in subset], self.config.id_column, self.config.storage,
+                             limits=[footers[n][1] for n in subset], rows=sum(footers[n][1] for n in subset))
+        dups = {subset[i]: rows for i, rows in found.by_file.items()}
+        self._files = [(uri, take, dups.get(n, [])) for n, (uri, take) in enumerate(footers)]
+        return Expected(None if skip else self.count(), None, self.key)
 
     @property
     def image_root(self) -> str:

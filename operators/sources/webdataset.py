@@ -28,13 +28,13 @@ from operators.base import Resources, SourceOperator, Stage
 from operators.sources.entries import (
     ENTRY_SCHEMA,
     entry_row,
+    files_under,
     invalid_row,
     location_or_manifest_id,
     questions_of,
     to_table,
 )
-from operators.sources.prefix import SourceError
-from operators.storage import filesystem, split_uri, to_uri
+from operators.storage import filesystem, split_uri
 from schemas.spec import SourceConfig
 
 if TYPE_CHECKING:
@@ -156,15 +156,7 @@ class WebDatasetSource(SourceOperator):
     def shards(self) -> list[str]:
         """Shard URIs, sorted."""
         if self._shards is None:
-            protocol, path = split_uri(self.config.uri)
-            fs, _ = filesystem(self.config.uri, self.config.storage)
-            try:
-                paths = [path] if fs.isfile(path) else sorted(p for p in fs.find(path) if p.endswith(".tar"))
-            except PermissionError as exc:
-                raise SourceError(f"source {self.config.uri}: access denied ({exc})") from None
-            if not paths:
-                raise SourceError(f"source {self.config.uri} holds no .tar shards")
-            self._shards = [to_uri(protocol, p) for p in paths]
+            self._shards = files_under(self.config, ".tar", ".tar shards")
         return self._shards
 
     def count(self) -> int | None:

@@ -9,6 +9,10 @@ import sys
 import time
 import uuid
 
+from jobs.demo_corpus import demo_files
+from pipeline.commit import read_committed, read_manifest
+from schemas import columns as C
+from schemas.spec import StorageConfig
 from tests.conftest import ROOT
 from tests.procs import pids_with_env
 
@@ -73,3 +77,28 @@ def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | No
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}")
 
+
+def staged(endpoint: str, bucket: str, run_id: str) -> list[str]:
+    """The staging files of ``s3://<bucket>/captions/<run_id>`` (a fresh listing)."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
+    fs.invalidate_cache()
+    try:
+        return sorted(fs.ls(f"{bucket}/captions/{run_id}/staging/"))
+    except FileNotFoundError:
+        return []
+
+
+def assert_exactly_once(endpoint: str, bucket: str, run_id: str):
+    """The committed demo run holds every demo image exactly once; returns its manifest."""
+    n = len(demo_files())
+    storage = StorageConfig(endpoint_url=endpoint)
+    table = read_committed(f"s3://{bucket}/captions/{run_id}", storage)
+    sources = table.column(C.SOURCE).to_pylist()
+    assert len(sources) == n, f"{len(sources)} rows committed, {n} listed"
+    assert set(sources) == {f"s3://{bucket}/corpus/{name}" for name in demo_files()}, "a row was lost"
+    assert len(set(table.column(C.ID).to_pylist())) == n, "a row was committed twice"
+    statuses = table.column(C.STATUS).to_pylist()
+    assert statuses.count("ok") == n - 1 and statuses.count("not_an_image") == 1
+    return read_manifest(f"s3://{bucket}/captions/{run_id}", storage)

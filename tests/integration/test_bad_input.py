@@ -51,7 +51,7 @@ import os, sys, s3fs
 from jobs.specfile import load_spec
 from pipeline.runner import Run
 run = Run(load_spec(sys.argv[1]), "bad-1")
-run.pipeline.source.listing()
+run.prepare()  # the run lists its source into its listing (CPU tasks)
 admin = s3fs.S3FileSystem(key=os.environ.pop("T_ADMIN_KEY"), secret=os.environ.pop("T_ADMIN_SECRET"),
                           client_kwargs={"endpoint_url": sys.argv[2]})
 admin.rm_file(sys.argv[3])

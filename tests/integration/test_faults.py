@@ -11,39 +11,16 @@ import random
 import time
 
 import pytest
-import s3fs
 
 from jobs.demo_corpus import demo_files, write_demo_corpus
-from pipeline.commit import read_committed, read_manifest
-from schemas import columns as C
+from pipeline.commit import read_manifest
 from schemas.spec import StorageConfig
 from tests.conftest import ROOT, free_port_block
-from tests.integration.faults import kill_marked, log_of, reap, start_run, wait_until
+from tests.integration.faults import assert_exactly_once, kill_marked, log_of, reap, staged, start_run, wait_until
 from tests.integration.helpers import fast_spec, write_spec
 
 pytestmark = pytest.mark.slow
 N = len(demo_files())
-
-
-def staged(endpoint: str, bucket: str, run_id: str) -> list[str]:
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
-    fs.invalidate_cache()
-    try:
-        return sorted(fs.ls(f"{bucket}/captions/{run_id}/staging/"))
-    except FileNotFoundError:
-        return []
-
-
-def assert_exactly_once(endpoint: str, bucket: str, run_id: str):
-    storage = StorageConfig(endpoint_url=endpoint)
-    table = read_committed(f"s3://{bucket}/captions/{run_id}", storage)
-    sources = table.column(C.SOURCE).to_pylist()
-    assert len(sources) == N, f"{len(sources)} rows committed, {N} listed"
-    assert set(sources) == {f"s3://{bucket}/corpus/{name}" for name in demo_files()}, "a row was lost"
-    assert len(set(table.column(C.ID).to_pylist())) == N, "a row was committed twice"
-    statuses = table.column(C.STATUS).to_pylist()
-    assert statuses.count("ok") == N - 1 and statuses.count("not_an_image") == 1
-    return read_manifest(f"s3://{bucket}/captions/{run_id}", storage)
 
 
 def test_driver_killed_at_random_points_then_resumed(s3_server, tiny_models, tmp_path, run_env):

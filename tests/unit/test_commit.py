@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from operators.idset import add_digests, digest_hex, key_digest
 from pipeline.commit import MANIFEST, CommitError, read_committed, read_manifest
 from pipeline.shards import ShardWriter, scan_staging, write_atomic
 from schemas import columns as C
@@ -46,7 +47,9 @@ def test_shard_writer_is_idempotent_per_content(tmp_path):
     assert a["rows"] == 3 and json.loads(a["by_status"]) == {"ok": 3} and a["generated_tokens"] == 9
     assert len(list((tmp_path / "run" / "staging").iterdir())) == 2
     state = scan_staging(str(tmp_path / "run"), StorageConfig())
-    assert sorted(state.ids) == [f"id{i}" for i in range(6)]
+    assert state.rows == 6 and state.repeats == 0
+    assert state.digest_hex == digest_hex(key_digest([f"id{i}" for i in range(6)])), "digests add up across shards"
+    assert add_digests(a["digest"], c["digest"]) == state.digest_hex, "the writer's digest is the file's"
     assert state.by_status == {"ok": 6} and state.generated_tokens == 18
 
 

@@ -134,3 +134,32 @@ def test_the_readme_dag_blocks_build_what_vlmbatch_run_builds(capsys):
     assert pipe.stages == built.stages, "stage for stage (UDF, arguments, batch sizes, resources) the builder's"
     assert type(pipe.source) is type(built.source) and vars(pipe.source) == vars(built.source)
     assert scope["run"].pipeline.describe() == built.describe()
+
+
+def test_skip_stages_go_where_their_key_is_final():
+    from operators.idset import KeySet
+    from operators.skip import skip_done_stage
+    from schemas.spec import SourceConfig
+
+    by_id, by_source = skip_done_stage(KeySet(), C.ID), skip_done_stage(KeySet(), C.SOURCE)
+    located = build_pipeline(SPEC, "r1")
+    assert located.skip_positions([by_id, by_source]) == [-1, -1], "location ids: both right after the listing"
+    content = SPEC.model_copy(update={"source": SourceConfig(uri="/nonexistent/images/", id_mode="content")})
+    pipe = build_pipeline(content, "r1")
+    fetch = [s.name for s in pipe.stages].index("fetch")
+    assert pipe.skip_positions([by_id, by_source]) == [fetch, -1], "content ids are final after the fetch"
+
+
+def test_engine_pools_survive_node_loss_and_can_be_pinned():
+    """The engine pool's actors are restarted and their batches retried; custom resources pin them."""
+
+    class RecordingDataset:
+        def map_batches(self, fn, **kwargs):
+            self.kwargs = kwargs
+            return self
+
+    spec = SPEC.model_copy(update={"resources": SPEC.resources.model_copy(update={"engine_resources": {"gpu": 1}})})
+    caption = next(s for s in build_pipeline(spec, "r1").stages if s.name == "caption")
+    kwargs = caption.apply(RecordingDataset()).kwargs
+    assert kwargs["max_restarts"] == -1 and kwargs["max_task_retries"] == -1
+    assert kwargs["resources"] == {"gpu": 1.0}
