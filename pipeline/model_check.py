@@ -19,7 +19,7 @@ from pathlib import Path
 
 from operators.vlm.registry import families, get_family
 from pipeline.preflight import MODEL, PreflightError
-from schemas.spec import JobSpec, ModelConfig
+from schemas.spec import ModelConfig
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)?$")
 
@@ -28,17 +28,6 @@ class ModelError(PreflightError):
     """A model cannot be found or is not what the spec says (exit 6)."""
 
     exit_code = MODEL
-
-
-def check_models(spec: JobSpec) -> None:
-    """Check the caption model and, when it has its own, the QA model.
-
-    Raises:
-        ModelError: naming the field and what is wrong with it.
-    """
-    check_model(spec.model, "model")
-    if spec.qa is not None and spec.qa.model is not None:
-        check_model(spec.qa.model, "qa.model")
 
 
 def check_model(model: ModelConfig, where: str = "model") -> None:

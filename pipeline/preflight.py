@@ -141,19 +141,6 @@ def check_sink(run_root: str, storage: StorageConfig) -> None:
         raise store_problem("sink", run_root, storage, exc, action) from None
 
 
-def list_source(source) -> None:
-    """List the source now, on the driver, so a listing problem is a line before Ray starts.
-
-    Sources cache their listing: the run reuses it. (Sample counts of WebDataset shards are only
-    known once read, in tasks; their shard list is listed here.)
-    """
-    for name in ("listing", "files", "shards"):
-        fn = getattr(source, name, None)
-        if callable(fn):
-            fn()
-            return
-
-
 def check_stores(spec: JobSpec, run_id: str) -> None:
     """The source lists and the run root takes writes (exit 5 otherwise).
 
@@ -165,13 +152,30 @@ def check_stores(spec: JobSpec, run_id: str) -> None:
 
 
 def check_engines(spec: JobSpec, pipeline) -> None:
-    """The models resolve (exit 6), a local instance has room for the pools (exit 7), the source is listed.
+    """The models the pipeline's engine stages load resolve (exit 6); a local instance has room for the pools (exit 7).
 
     A joined cluster's resources are checked once it is joined (:func:`pipeline.cluster_check.check_joined`).
+    The source is not listed here: :func:`check_stores` showed it can be, and the run lists it in
+    CPU tasks (never whole on the driver); a listing problem found there is still one line.
     """
     from pipeline.cluster_check import check_local
-    from pipeline.model_check import check_models
+    from pipeline.model_check import check_model
 
-    check_models(spec)
+    for model, where in pipeline_models(pipeline):
+        check_model(model, where)
     check_local(spec.run, pipeline)
-    list_source(pipeline.source)
+
+
+def pipeline_models(pipeline) -> list[tuple[object, str]]:
+    """``(model config, spec field)`` of every model the pipeline's engine stages build, each once.
+
+    An engine builder without a ``model`` (a test's fake engine) loads no checkpoint: nothing to check.
+    """
+    from schemas.spec import ModelConfig
+
+    out: list[tuple[object, str]] = []
+    for stage in pipeline.stages:
+        model = getattr((getattr(stage, "args", None) or {}).get("engine"), "model", None)
+        if isinstance(model, ModelConfig) and all(model != m for m, _ in out):
+            out.append((model, "qa.model" if stage.name == "qa" else "model"))
+    return out

@@ -205,7 +205,8 @@ def _mark_repeats(run_root: str, part: Part, positions: list[int], namespace: st
     records = read_part(uri, storage).to_pylist()
     for r in positions:
         n = records[r][ENTRY]
-        records[r] = {**invalid_row(namespace, f"dup{n}", records[r][C.SOURCE], duplicate_message(n)), ENTRY: n}
+        records[r] = {**invalid_row(namespace, f"dup{n}", records[r][C.SOURCE], duplicate_message(n),
+                                  records[r].get(C.SOURCE_ID)), ENTRY: n}
     table = pa.Table.from_pylist(records, schema=PART_SCHEMA)
     write_part(uri, table, storage)
     return Part(part.path, part.rows, digest_hex(key_digest(table.column(C.ID).to_pylist())), part.rank)
