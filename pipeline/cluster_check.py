@@ -35,10 +35,16 @@ class Pool:
 
 
 def demands(pipeline) -> tuple[list[Pool], float]:
-    """The pipeline's actor pools, and the most CPUs one of its CPU tasks asks for."""
+    """The pipeline's actor pools, and the most CPUs one of its CPU tasks asks for.
+
+    A barrier (``pipeline.dag.Barrier``) is no stage of its own: its passes run the chain's stages.
+    """
+    from operators.base import Stage
+
+    stages = [s for s in pipeline.stages if isinstance(s, Stage)]
     pools = [Pool(s.name, s.pool.size, s.resources.num_cpus, s.resources.num_gpus)
-             for s in pipeline.stages if s.pool is not None]
-    tasks = [s.resources.num_cpus for s in pipeline.stages if s.pool is None]
+             for s in stages if s.pool is not None]
+    tasks = [s.resources.num_cpus for s in stages if s.pool is None]
     return pools, max(tasks, default=0.0)
 
 

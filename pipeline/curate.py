@@ -68,7 +68,7 @@ class DedupBarrier(Barrier):
             index_spec = run.spec.model_copy(update={"sink": run.spec.sink.model_copy(update={"uri": run.run_root})})
             log.info("dedup: index pass (%s) under %s", run.pipeline.index_pass().describe(), index_root)
             _Run(index_spec, INDEX, pipeline=run.pipeline.index_pass(), skip_ids=run.skip_ids,
-                 stream=run.stream).execute()
+                 skip_files=run.skip_files, stream=run.stream).execute()
             earlier, publish = self.increments(run.run_id)
             summary = decide(index_root, self.config, storage, earlier=earlier, publish=publish)
             print(f"dedup: {summary.exact} exact and {summary.near} near duplicates of {summary.rows} rows "

@@ -203,7 +203,13 @@ class Run:
             return None
         configure_data_context(spec.run, spec.resources)
         # A barrier (dedup) runs its first pass and decides before this run's rows stream (pipeline/curate.py).
-        mark = self.pipeline.barrier.prepare(self) if self.pipeline.barrier is not None else None
+        mark = None
+        if self.pipeline.barrier is not None:
+            mark = self.pipeline.barrier.prepare(self)
+            # The index pass listed the same source object into its own run: point it back at this
+            # run's listing (finished above, so this reads its record only).
+            self._expected = None
+            expected = self.prepare()
         log.info("run %s: %s -> %s", self.run_id, self.pipeline.describe(), self.run_root)
         t0 = time.monotonic()
         ledger, done = scan_staging_tasks(self.run_root, storage, expected.key)
