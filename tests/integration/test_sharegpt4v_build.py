@@ -97,15 +97,19 @@ def test_sharegpt4v_build_from_json_manifest(s3_server, tiny_models, tmp_path):
     pairs = [p for r in rows.values() for p in r[C.QA] or []]
     assert pairs and all(p[C.NUM_GENERATED_TOKENS] >= 2 and p[C.NUM_PROMPT_TOKENS] > 16 for p in pairs)
     entries_by_image = {e["image"]: e for e in entries.values()}
+    # What ran is what is hashed: the spec's QA settings with the family's card defaults filled in.
+    from operators.vlm.registry import get_family
+
+    qa_hash = spec.qa.sampling.resolved(get_family(spec.qa.model.family).sampling_defaults).digest()
     for r in ok:
         assert r[C.QA_GENERATED_TOKENS] == sum(p[C.NUM_GENERATED_TOKENS] for p in r[C.QA]), "manifest questions"
-        assert r[C.QA_SAMPLING_HASH] == spec.qa.sampling.digest() and r[C.QA_MODEL_ID] == spec.qa.model.model_id
+        assert r[C.QA_SAMPLING_HASH] == qa_hash and r[C.QA_MODEL_ID] == spec.qa.model.model_id
         assert r[C.SOURCE_ID] == entries_by_image[r[C.IMAGE]]["id"], "the manifest's own id, kept"
     s = manifest.summary
     assert s.qa_pairs == len(pairs) and s.qa_by_status == dict(Counter(p[C.STATUS] for p in pairs))
     assert s.qa_generated_tokens == sum(p[C.NUM_GENERATED_TOKENS] for p in pairs) > 0 < s.qa_generated_tokens_per_s
     assert manifest.qa_model_id == spec.qa.model.model_id and manifest.qa_engine.startswith("transformers-")
-    assert manifest.qa_sampling_hash == spec.qa.sampling.digest()
+    assert manifest.qa_sampling_hash == qa_hash
     qa_line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("qa "))
     assert qa_line.startswith(f"qa {len(pairs)} pairs (") and f"{s.qa_generated_tokens} generated tokens" in qa_line
     assert 0 < s.startup_s < s.wall_s

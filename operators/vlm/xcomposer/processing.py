@@ -24,8 +24,11 @@ class XComposerProcessingInfo(XComposer2ProcessingInfo):
     def image_size(self) -> int:
         return int(self.get_hf_config().eva()["image_size"])
 
-    def prepare(self, image):
-        """The image the vision tower sees: a bicubic resize to the tower's size (a no-op when already there)."""
+    def prepare(self, image, mm_kwargs: Mapping[str, object] | None = None, index: int = 0):
+        """The image the vision tower sees: a bicubic resize to the tower's size (a no-op when already there).
+
+        v1 has one fixed layout: the per-request layout arguments of XComposer2's interface are ignored.
+        """
         import torch
         from PIL import Image
 
@@ -35,7 +38,8 @@ class XComposerProcessingInfo(XComposer2ProcessingInfo):
             image = Image.fromarray(image if not isinstance(image, torch.Tensor) else image.numpy())
         return prepare_vl(image, self.image_size())
 
-    def num_image_tokens(self, width: int, height: int) -> int:
+    def num_image_tokens(self, width: int, height: int, mm_kwargs: Mapping[str, object] | None = None,
+                         index: int = 0) -> int:
         return self.get_hf_config().num_image_tokens()
 
     def largest_image(self) -> tuple[int, int]:
