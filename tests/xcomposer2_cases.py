@@ -64,6 +64,8 @@ def compare_with_reference(llm, ref, tok, variant: str) -> tuple[float, int, int
         p: dict = {"prompt_token_ids": card_prompt_ids(text, tok)}
         if images:
             p["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
+            if variant == "4khd":  # the reference's layout, whatever the engine's default
+                p["mm_processor_kwargs"] = {"hd_num": PARITY_HD_NUM}
         prompts.append(p)
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, logprobs=len(tok),
                             prompt_logprobs=TOP)

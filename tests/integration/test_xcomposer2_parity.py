@@ -59,9 +59,10 @@ def engine(request, tiny_models):
                           VLLM_CPU_NUM_OF_RESERVED_CPU="0")
         extra = dict(tensor_parallel_size=tp, distributed_executor_backend="mp")
     try:
-        if variant == "4khd":  # a small layout for the reference cases; golden cases name their own
-            extra["mm_processor_kwargs"] = {"hd_num": PARITY_HD_NUM}
-        # 4KHD golden cases lay one image out in up to 3817 tokens (hd_num 25).
+        if variant == "4khd":
+            # The engine's default sizes the encoder cache: the goldens' (hd_num 25 lays one image out
+            # in up to 3817 tokens); the reference cases ask for their small layout per request.
+            extra["mm_processor_kwargs"] = {"hd_num": load_golden("xcomposer2-4khd")["hd_num_default"]}
         llm = LLM(model=path, tokenizer=path, dtype="float32", enforce_eager=True, max_model_len=8192,
                   max_num_batched_tokens=64, enable_chunked_prefill=True, max_num_seqs=8,
                   limit_mm_per_prompt={"image": 3}, max_logprobs=len(tok), seed=0, **extra)
