@@ -1,8 +1,10 @@
 """Family-specific image preparation on CPU tasks, between decode and the engine actors.
 
-Some families lay images out before the vision tower (InternLM-XComposer2-4KHD: ``hd_num``
-tiling, resize and padding). Doing it here keeps that work on CPU workers and off the
-accelerator actors; the engine then finds the image already in its final layout.
+For a family whose image processor vlmbatch owns (InternLM-XComposer2 VL and 4KHD), the whole of
+it runs here: resize, the 4KHD ``hd_num`` tiling layout, normalisation into the float32 array the
+model's vision step takes. The engine's process then only runs the model: its processor passes
+the array through (it recognises a prepared input by its form, never by its size; see
+``operators/vlm/engine.py`` ``PreparedImage``). The raw pixels are dropped here.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from operators.rows import map_rows
 from schemas import columns as C
 from schemas.status import Status
 
-PRODUCES = (C.PIXELS, C.WIDTH, C.HEIGHT)
+PRODUCES = (C.MODEL_INPUT, C.MODEL_INPUT_SHAPE)
 
 
 class PrepareBatch:
-    """Per-batch function (picklable): RGB pixels in, prepared RGB pixels out."""
+    """Per-batch function (picklable): RGB pixels in, the model's input array (bytes and shape) out."""
 
     def __init__(self, prepare: Callable):
         self.prepare = prepare
@@ -29,15 +31,22 @@ class PrepareBatch:
         from PIL import Image
 
         image = Image.frombuffer("RGB", (row[C.WIDTH], row[C.HEIGHT]), row[C.PIXELS], "raw", "RGB", 0, 1)
-        out = self.prepare(image).convert("RGB")
-        return {C.PIXELS: out.tobytes(), C.WIDTH: out.size[0], C.HEIGHT: out.size[1]}
+        array = self.prepare(image)
+        if array.dtype.name != "float32" or not array.flags.c_contiguous:
+            raise TypeError(f"the family's preparer returned {array.dtype} (contiguous: {array.flags.c_contiguous}); "
+                            "expected a C-contiguous float32 array")
+        return {C.MODEL_INPUT: array.tobytes(), C.MODEL_INPUT_SHAPE: list(array.shape)}
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return map_rows(table, self._row, PRODUCES, failure_status=Status.DECODE_ERROR)
+        return map_rows(table, self._row, PRODUCES, failure_status=Status.DECODE_ERROR, drop=(C.PIXELS,))
 
 
 def prepare_stage(prepare: Callable, batch_size: int = 32) -> Stage:
-    """Apply a family's CPU preparation (``ModelFamily.cpu_prepare``) to every ``ok`` row's pixels."""
+    """Turn every ``ok`` row's pixels into its model input with a family's ``cpu_prepare(model_id)``.
+
+    Rows that fail keep their status; a row whose preparation raises gets ``decode_error`` and the
+    reason. ``width`` and ``height`` stay the decoded image's.
+    """
     return Stage("prepare", PrepareBatch, dict(prepare=prepare),
-                 needs=(C.PIXELS, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR), produces=PRODUCES,
+                 needs=(C.PIXELS, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR), produces=PRODUCES, drops=(C.PIXELS,),
                  resources=Resources(num_cpus=1), batch_size=batch_size)

@@ -16,11 +16,11 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from operators.base import PipelineError, Stage
-from operators.caption import IMAGE_NEEDS, engine_stage
+from operators.caption import engine_stage, row_needs
 from operators.draw import draw
 from operators.postcheck import check_generation
 from operators.rows import set_columns
-from operators.vlm.engine import Engine, EngineActor, GenerationRequest
+from operators.vlm.engine import IMAGE_COLUMNS, Engine, EngineActor, GenerationRequest, image_data
 from operators.vlm.factory import EngineFactory
 from operators.vlm.registry import get_family
 from schemas import columns as C
@@ -88,9 +88,8 @@ class QAActor(EngineActor):
         todo = [i for i in range(n) if statuses[i] == Status.OK.value]
         images = {}
         if todo:
-            pixels = table.column(C.PIXELS)
-            widths, heights = table.column(C.WIDTH).to_pylist(), table.column(C.HEIGHT).to_pylist()
-            images = {i: self.request_image(pixels[i].as_buffer(), widths[i], heights[i]) for i in todo}
+            read = self.image_reader(table)
+            images = {i: read(i) for i in todo}
         questions: dict[int, list[tuple[str, str]]] = {}
         generate = []
         for i in todo:
@@ -103,7 +102,8 @@ class QAActor(EngineActor):
         if generate:
             k = self.qa.questions_per_image
             reqs = [GenerationRequest(f"{ids[i]}-ask", self.family.build_prompt(
-                self.qa.generate_prompt.format(caption=(captions[i] or "")[:_CAPTION_CHARS], n=k)), (images[i],))
+                self.qa.generate_prompt.format(caption=(captions[i] or "")[:_CAPTION_CHARS], n=k)), (images[i],),
+                (ids[i],))
                 for i in generate]
             for i, res in zip(generate, await self.generate(reqs), strict=True):
                 failed = ((res.status, res.error) if res.status != Status.OK
@@ -116,7 +116,7 @@ class QAActor(EngineActor):
                 questions[i] = [(q, "generate") for q in parsed]
         pairs = [(i, q, origin) for i in todo for q, origin in questions.get(i, [])]
         if pairs:
-            reqs = [GenerationRequest(f"{ids[i]}-qa{j}", self.family.build_prompt(q), (images[i],))
+            reqs = [GenerationRequest(f"{ids[i]}-qa{j}", self.family.build_prompt(q), (images[i],), (ids[i],))
                     for j, (i, q, _) in enumerate(pairs)]
             for (i, q, origin), res in zip(pairs, await self.generate(reqs), strict=True):
                 failed = ((res.status, res.error) if res.status != Status.OK
@@ -125,13 +125,16 @@ class QAActor(EngineActor):
                 qa[i].append(_pair(q, res.text, origin, status, error, res.finish_reason))
         p = self.provenance
         out = {C.QA: qa, C.QA_MODEL_ID: [p.model_id] * n, C.QA_ENGINE: [self.engine.name] * n}
-        return set_columns(table.drop_columns([C.PIXELS]), out)
+        return set_columns(table.drop_columns([c for c in IMAGE_COLUMNS if c in table.column_names]), out)
 
 
 def qa_stage(model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postcheck: PostCheckConfig,
-             resources: ResourcesConfig, provenance: Provenance,
+             resources: ResourcesConfig, provenance: Provenance, *, prepared: bool = False,
              engines: Callable[[ModelConfig, SamplingConfig], Callable[[], Engine]] = EngineFactory) -> Stage:
-    """Visual QA for every ``ok`` row on its own pool of engine actors; drops the pixels.
+    """Visual QA for every ``ok`` row on its own pool of engine actors; drops the image columns.
+
+    Args:
+        prepared: the rows carry the prepared model input (a ``prepare`` stage ran) instead of pixels.
 
     Raises:
         PipelineError: the question settings cannot work (a set origin without a set, a bad format field).
@@ -142,7 +145,7 @@ def qa_stage(model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postche
         qa.generate_prompt.format(caption="", n=1)
     except (KeyError, IndexError) as exc:
         raise PipelineError(f"qa: qa.generate_prompt may use only {{caption}} and {{n}}: {exc}") from None
-    needs = list(IMAGE_NEEDS)
+    needs = list(row_needs(prepared))
     if "generate" in qa.questions_from:
         needs.append(C.CAPTION)
     if "manifest" in qa.questions_from:
@@ -150,5 +153,5 @@ def qa_stage(model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postche
     return engine_stage(
         "qa", QAActor,
         dict(engine=engines(model, sampling), family=model.family, qa=qa, postcheck=postcheck, provenance=provenance),
-        model, resources, needs=tuple(needs), produces=PRODUCES, drops=(C.PIXELS,),
+        model, resources, needs=tuple(needs), produces=PRODUCES, drops=image_data(prepared),
     )

@@ -2,7 +2,7 @@
 
     source (prefix | LLaVA JSON/JSONL | Parquet | WebDataset)
       -> fetch (skipped per row for embedded bytes) -> decode (once, at the largest size any model uses)
-      -> prepare               when a family lays images out on the CPU (4KHD tiling)
+      -> prepare               the model's input arrays, for families whose processor vlmbatch owns (XComposer2)
       -> draw-prompt           when caption.prompts is a prompt set
       -> caption pool -> postcheck
       -> qa pool               when there is a qa section (the caption pool then keeps the pixels)
@@ -80,18 +80,23 @@ def build_pipeline(spec: JobSpec, run_id: str, engines: Engines = EngineFactory)
     pipe = (Pipeline.read(source_for(spec))
             .then(fetch_stage(spec.source, spec.decode, batch_size=r.cpu_batch_size))
             .then(decode_stage(spec.decode, max_side=max(f.max_side for f in families), batch_size=r.cpu_batch_size)))
-    if any(f.cpu_prepare is not None for f in families):
-        # The prepared layout (e.g. 4KHD tiling) is the one model's; every pool sees the same pixels.
-        if len({f.name for f in families}) > 1:
-            raise PipelineError("qa.model: a family with a CPU prepare stage (e.g. xcomposer2-4khd) cannot share "
-                                "one decode with another family; use the same family for caption and QA")
+    # Resize, tiling and normalisation on CPU tasks for engines that take the model's input as is
+    # (vLLM with a processor vlmbatch owns), so the engine's process only runs the model.
+    wants = [f.cpu_prepare is not None and m.engine.kind == "vllm" and m.engine.cpu_prepare
+             for f, m in zip(families, models, strict=True)]
+    if any(wants) and len({f.name for f in families}) > 1:
+        # The prepared input is the one model's; every pool sees the same rows.
+        raise PipelineError("qa.model: a family with a CPU prepare stage (e.g. xcomposer2-4khd) cannot share "
+                            "one decode with another family; use the same family for caption and QA")
+    prepared = all(wants)  # one stage that wants raw pixels (the transformers reference) keeps them for both
+    if prepared:
         pipe = pipe.then(prepare_stage(families[0].cpu_prepare(spec.model.model_id), batch_size=r.cpu_batch_size))
     if spec.caption.prompts:
         pipe = pipe.then(draw_prompt_stage(spec.caption.prompts))
     pipe = (pipe.then(caption_stage(spec.model, spec.sampling, spec.caption, r, provenance_for(spec, run_id),
-                                    keep_pixels=qa is not None, engines=engines))
+                                    keep_pixels=qa is not None, prepared=prepared, engines=engines))
             .then(postcheck_stage(spec.postcheck)))
     if qa is not None:
         pipe = pipe.then(qa_stage(qa.model or spec.model, qa.sampling or spec.sampling, qa, spec.postcheck,
-                                  qa.resources or r, qa_provenance(spec, run_id), engines=engines))
+                                  qa.resources or r, qa_provenance(spec, run_id), prepared=prepared, engines=engines))
     return pipe

@@ -20,6 +20,10 @@ NUM_BYTES = "num_bytes"
 # Transient columns: passed between stages, never committed.
 IMAGE_BYTES = "image_bytes"
 PIXELS = "pixels"
+# An image already in the model's input form (a family's CPU preparer: resized, tiled, normalised):
+# the array's float32 bytes in C order, and its shape. Present instead of ``pixels`` past ``prepare``.
+MODEL_INPUT = "model_input"
+MODEL_INPUT_SHAPE = "model_input_shape"
 
 # Row outcome.
 STATUS = "status"
@@ -106,10 +110,12 @@ TYPES: dict[str, pa.DataType] = {
     QUESTIONS: pa.list_(pa.string()),
     IMAGE_BYTES: pa.binary(),
     PIXELS: pa.binary(),
+    MODEL_INPUT: pa.large_binary(),  # 4KHD at hd_num 55 is ~75 MB a row: past binary's 2 GiB per block
+    MODEL_INPUT_SHAPE: pa.list_(pa.int32()),
 }
 
-#: Columns that travel between stages but are never committed (bytes, pixels, manifest questions).
-TRANSIENT = frozenset({IMAGE_BYTES, PIXELS, QUESTIONS})
+#: Columns that travel between stages but are never committed (bytes, pixels, model inputs, manifest questions).
+TRANSIENT = frozenset({IMAGE_BYTES, PIXELS, MODEL_INPUT, MODEL_INPUT_SHAPE, QUESTIONS})
 
 #: Columns every committed row has a value in (non-nullable in the record schema).
 REQUIRED = frozenset({ID, SOURCE, STATUS})

@@ -40,10 +40,16 @@ def _cases(variant: str):
     ]
 
 
-def compare_with_reference(llm, ref, tok, variant: str) -> tuple[float, int, int, int]:
+def compare_with_reference(llm, ref, tok, variant: str,
+                           prepared_from: str | None = None) -> tuple[float, int, int, int]:
     """Run every case through ``llm`` greedily and compare with ``ref``.
 
     Asserts, per case: the expanded prompt token by token and the greedy tokens exactly.
+
+    Args:
+        prepared_from: a model directory: send each image as the pipeline does, as the model input the
+            family's CPU preparer makes for that model (``operators/vlm/xcomposer2/cpu.py``), instead
+            of the raw image the plugin's processor prepares itself.
 
     Returns:
         (max |d logprob| over every compared entry, entries compared, greedy tokens agreeing, greedy tokens).
@@ -54,9 +60,16 @@ def compare_with_reference(llm, ref, tok, variant: str) -> tuple[float, int, int
     image_id = tok.convert_tokens_to_ids("<ImageHere>")
     cases = _cases(variant)
     prompts = []
-    for _, text, images in cases:
+    for name, text, images in cases:
         p: dict = {"prompt": text}
-        if images:
+        if images and prepared_from:
+            from operators.vlm.engine import GenerationRequest, PreparedImage
+            from operators.vlm.vllm_engine import vllm_prompt
+
+            prepare = get_family(f"xcomposer2-{variant}").cpu_prepare(prepared_from)
+            keys = tuple(f"{name}-{k}" for k in range(len(images)))
+            p = vllm_prompt(GenerationRequest(name, text, tuple(PreparedImage(prepare(im)) for im in images), keys))
+        elif images:
             p["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
         prompts.append(p)
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, logprobs=len(tok),

@@ -32,8 +32,11 @@ class ModelFamily:
         make_tiny: ``make_tiny(directory)`` writes a deterministic tiny random-weight checkpoint.
         system_block: format string for the system part; '' when the family has no system turn.
         image_separator: text after each image placeholder, before the instruction.
-        cpu_prepare: ``cpu_prepare(model_id)`` returns a function ``PIL image -> PIL image`` that the
-            pipeline's CPU stage applies before the engine (e.g. 4KHD tiling layout); None for none.
+        cpu_prepare: ``cpu_prepare(model_id)`` returns a picklable function ``PIL image (RGB) -> numpy
+            array``: the model's input for that image (resized, tiled, normalised; float32, C order),
+            which the pipeline's CPU ``prepare`` stage makes for engines that take prepared input (vLLM
+            with a processor vlmbatch owns), so the engine's process only runs the model. None: the
+            engine's own processor prepares images (vLLM's for InternVL and LLaVA).
         reference_loader: ``reference_loader(model_config)`` returns (processor, model) for the
             transformers engine when transformers has no class for the family; None for Auto classes.
     """

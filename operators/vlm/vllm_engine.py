@@ -11,9 +11,10 @@ import asyncio
 import logging
 import os
 import uuid
+import warnings
 
 from operators.rows import error_text
-from operators.vlm.engine import EngineDead, GenerationRequest, GenerationResult
+from operators.vlm.engine import EngineDead, GenerationRequest, GenerationResult, PreparedImage
 from operators.vlm.registry import ModelFamily
 from schemas.spec import ModelConfig, SamplingConfig
 from schemas.status import Status
@@ -84,12 +85,39 @@ def sampling_params(sampling: SamplingConfig, family: ModelFamily):
     )
 
 
+def vllm_prompt(request: GenerationRequest) -> dict:
+    """``request`` as a vLLM prompt dict.
+
+    Prepared images (:class:`PreparedImage`) go in the form the plugins' processors recognise as
+    prepared, ``{"pixel_values": [tensor, ...]}`` (``operators/vlm/vllm_prepared.py``); raw images as
+    vLLM takes them. Image keys become ``multi_modal_uuids``: vLLM then keys its multimodal caches by
+    the row id instead of hashing every image's bytes in the front end.
+    """
+    prompt: dict = {"prompt": request.prompt}
+    images = request.images
+    if not images:
+        return prompt
+    if all(isinstance(im, PreparedImage) for im in images):
+        import torch
+
+        with warnings.catch_warnings():  # a read-only view of the Arrow buffer; vLLM only reads it
+            warnings.simplefilter("ignore", UserWarning)
+            prompt["multi_modal_data"] = {"image": {"pixel_values": [torch.from_numpy(im.array) for im in images]}}
+    else:
+        prompt["multi_modal_data"] = {"image": list(images) if len(images) > 1 else images[0]}
+    if request.image_keys and len(request.image_keys) == len(images):
+        prompt["multi_modal_uuids"] = {"image": list(request.image_keys)}
+    return prompt
+
+
 class VLLMEngine:
     """An ``AsyncLLM`` for one model, with per-request statuses."""
 
     # vLLM takes H x W x 3 uint8 arrays as images and hashes and processes them without the
     # copies a PIL image costs (PIL -> bytes for the cache key, PIL -> tensor for the processor).
     takes_arrays = True
+    # Prepared images (a family's CPU preparer made the model input) go to the plugins' processors as is.
+    takes_prepared = True
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, family: ModelFamily):
         if _on_cpu():
@@ -128,10 +156,7 @@ class VLLMEngine:
             log.warning("engine front-end warm-up failed: %s", error_text(exc))
 
     async def _one(self, request: GenerationRequest) -> GenerationResult:
-        prompt: dict = {"prompt": request.prompt}
-        if request.images:
-            prompt["multi_modal_data"] = {"image": list(request.images) if len(request.images) > 1
-                                          else request.images[0]}
+        prompt = vllm_prompt(request)
         final = None
         try:
             async for out in self._engine.generate(prompt, self._params, f"{request.request_id}-{uuid.uuid4().hex}"):

@@ -2,7 +2,9 @@
 
 One vLLM engine per variant for the whole module, chunked prefill forced (``max_num_batched_tokens``
 64, smaller than one prompt), every case in one batch: text-only, one image, a long and a short
-prompt, two images in one prompt, different image sizes; the VL model again with tensor parallelism 2. Compared:
+prompt, two images in one prompt, different image sizes; the VL model again with tensor parallelism 2.
+Each engine runs the cases twice: with raw images (the plugin's processor prepares them) and with the
+model inputs the pipeline's CPU stage makes (passed through untouched). Compared:
 
 * the expanded prompt (placeholder layout and count) token by token;
 * greedy tokens, exactly;
@@ -65,7 +67,7 @@ def engine(request, tiny_models):
             else:
                 os.environ[k] = v
     ref = XComposer2Reference.from_pretrained(path)
-    yield f"{variant}" + (f"-tp{tp}" if tp > 1 else ""), variant, llm, ref, tok
+    yield f"{variant}" + (f"-tp{tp}" if tp > 1 else ""), variant, llm, ref, tok, path
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
         core.shutdown()
@@ -73,9 +75,12 @@ def engine(request, tiny_models):
     gc.collect()
 
 
-def test_plugin_matches_reference(engine):
-    label, variant, llm, ref, tok = engine
-    worst, compared, agree, total = compare_with_reference(llm, ref, tok, variant)
-    print(f"\nxcomposer2-{label}: max |dlogprob| {worst:.3e} over {compared} entries; "
+@pytest.mark.parametrize("images", ["raw", "prepared"])
+def test_plugin_matches_reference(engine, images):
+    """Raw images (the plugin's processor prepares them) and prepared ones (the pipeline's CPU stage did)."""
+    label, variant, llm, ref, tok, path = engine
+    worst, compared, agree, total = compare_with_reference(llm, ref, tok, variant,
+                                                           prepared_from=path if images == "prepared" else None)
+    print(f"\nxcomposer2-{label} ({images} images): max |dlogprob| {worst:.3e} over {compared} entries; "
           f"greedy agreement {agree}/{total}")
     assert worst < TOL

@@ -113,3 +113,21 @@ def test_the_caption_record_is_the_v1_caption_schema():
     schema = record_schema(build_pipeline(SPEC, "r1").validate(WRITER_NEEDS))
     assert [(f.name, f.type, f.nullable) for f in schema] == v1
     assert schema.metadata == {b"vlmbatch.schema_version": b"1", b"vlmbatch.record": b"caption"}
+
+
+@pytest.mark.parametrize(("family", "kind", "cpu_prepare", "stages"), [
+    ("xcomposer2-vl", "vllm", True, "list -> fetch -> decode -> prepare -> caption -> postcheck"),
+    ("xcomposer2-4khd", "vllm", True, "list -> fetch -> decode -> prepare -> caption -> postcheck"),
+    ("xcomposer2-4khd", "vllm", False, "list -> fetch -> decode -> caption -> postcheck"),
+    ("xcomposer2-4khd", "transformers", True, "list -> fetch -> decode -> caption -> postcheck"),
+    ("internvl", "vllm", True, "list -> fetch -> decode -> caption -> postcheck"),
+])
+def test_the_model_input_is_prepared_on_cpu_for_engines_that_take_it(family, kind, cpu_prepare, stages):
+    spec = SPEC.model_copy(update={"model": SPEC.model.model_validate(
+        {"family": family, "model_id": "/m", "engine": {"kind": kind, "cpu_prepare": cpu_prepare}})})
+    pipe = build_pipeline(spec, "r1")
+    cols = pipe.validate(WRITER_NEEDS)
+    assert pipe.describe() == stages
+    assert not {C.PIXELS, C.MODEL_INPUT, C.MODEL_INPUT_SHAPE} & set(cols)  # transient: never committed
+    # Prepared or not, the committed record is the same caption record.
+    assert record_schema(cols) == record_schema(build_pipeline(SPEC, "r1").validate(WRITER_NEEDS))

@@ -8,7 +8,8 @@ https://huggingface.co/internlm/internlm-xcomposer2-4khd-7b): InternLM2 chat mar
 turn, ``<ImageHere>`` where the image goes (directly before the question, as in the cards'
 ``'<ImageHere>Please describe this image in detail.'``), ``[UNUSED_TOKEN_145]`` ends the answer.
 Images: VL resizes to 490x490 (both sizes); 4KHD lays the image out in up to ``hd_num`` crops of
-336 on the CPU stage (``operators/vlm/xcomposer2/hd.py``).
+336 (``operators/vlm/xcomposer2/hd.py``). With the vLLM engine both happen on the CPU stage, with
+the normalisation, into the model's input array (``operators/vlm/xcomposer2/cpu.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def _reference(model_config):
     return load(model_config)
 
 
+def _cpu_prepare_vl(model_id: str):
+    from operators.vlm.xcomposer2.cpu import vl_preparer
+
+    return vl_preparer(model_id)
+
+
 def _cpu_prepare_4khd(model_id: str):
     from operators.vlm.xcomposer2.cpu import hd_preparer
 
@@ -65,8 +72,9 @@ XCOMPOSER2_VL = register(
         system_block=_SYSTEM,
         default_system_prompt=META_INSTRUCTION,
         stop=("[UNUSED_TOKEN_145]",),
-        # The engine resizes to 490x490; sending more than that costs only bandwidth.
+        # The model sees 490x490; decoding more than that costs only bandwidth.
         max_side=980,
+        cpu_prepare=_cpu_prepare_vl,
         make_tiny=_make_tiny_vl,
         reference_loader=_reference,
     )

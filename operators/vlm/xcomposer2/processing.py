@@ -2,8 +2,14 @@
 
 Runs in vLLM's input processing (CPU, the engine's front end), never on the accelerator. Each
 ``<ImageHere>`` token of the prompt becomes as many copies of itself as the image has
-embeddings; the model scatters the image embeddings there and sets its Partial-LoRA mask on
+embeddings; the model scatters the image embeddings there and applies its Partial LoRA at
 exactly those positions (vLLM's ``is_multimodal``).
+
+Two kinds of image input, told apart by their form (``operators/vlm/vllm_prepared.py``): a raw
+image (PIL or H x W x 3 array) is resized / laid out and normalised here; a prepared one
+(``{"pixel_values": [...]}``, what vlmbatch's CPU ``prepare`` stage made with the same functions,
+``operators/vlm/xcomposer2/cpu.py``) is passed to the model untouched, its token count read from
+its shape. The pipeline sends prepared images, so the engine's process does no image work.
 
 Number of tokens per image: VL ``(image_size / patch)^2`` (1225 at 490); 4KHD
 ``(h*w + 1) * s^2 + 1 + (h + 1) * s`` with ``s = crop / patch / 2`` (see ``hd.py``).
@@ -24,8 +30,10 @@ from vllm.multimodal.processing import (
     PromptReplacement,
 )
 
+from operators.vlm.vllm_prepared import PIXEL_VALUES, PreparedImageItems, prepared_parser
 from operators.vlm.xcomposer2.config import IMAGE_TOKEN, InternLMXComposer2Config
-from operators.vlm.xcomposer2.hd import hd_num_tokens, hd_size, normalize, prepare_4khd, prepare_vl
+from operators.vlm.xcomposer2.cpu import model_input_4khd, model_input_vl
+from operators.vlm.xcomposer2.hd import hd_num_tokens, hd_size
 
 
 class XComposer2ProcessingInfo(BaseProcessingInfo):
@@ -43,6 +51,10 @@ class XComposer2ProcessingInfo(BaseProcessingInfo):
     def get_supported_mm_limits(self) -> Mapping[str, int | None]:
         return {"image": None}
 
+    def get_data_parser(self):
+        """vLLM's parser, plus the prepared form ``{"pixel_values": [...]}`` (the pipeline's CPU stage made it)."""
+        return prepared_parser(super().get_data_parser())
+
     def image_token_id(self) -> int:
         tok = self.get_tokenizer()
         tid = tok.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -50,16 +62,22 @@ class XComposer2ProcessingInfo(BaseProcessingInfo):
             raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token")
         return tid
 
-    def prepare(self, image):
-        """The image the vision tower sees (VL resize or 4KHD layout); a no-op on prepared images."""
+    def model_input(self, image):
+        """A raw image's model input, float32 3 x H x W: the same functions as the CPU stage's preparers."""
         from PIL import Image
 
         if not isinstance(image, Image.Image):
             image = Image.fromarray(image if not isinstance(image, torch.Tensor) else image.numpy())
-        c = self.clip()
+        size = int(self.clip()["image_size"])
         if self.variant() == "vl":
-            return prepare_vl(image, int(c["image_size"]))
-        return prepare_4khd(image, self.get_hf_config().effective_hd_num(), int(c["image_size"]))
+            return model_input_vl(image, size)
+        return model_input_4khd(image, self.get_hf_config().effective_hd_num(), size)
+
+    def num_input_tokens(self, height: int, width: int) -> int:
+        """Tokens of a prepared input of ``height`` x ``width`` pixels (4KHD: its grid of crops)."""
+        c = self.clip()
+        side = int(c["image_size"]) // int(c["patch_size"])
+        return side * side if self.variant() == "vl" else hd_num_tokens(width, height, int(c["image_size"]), side // 2)
 
     def num_image_tokens(self, width: int, height: int) -> int:
         c = self.clip()
@@ -104,15 +122,16 @@ class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2Processing
         return self._pixels(*args, **kwargs)
 
     def _pixels(self, mm_items, hf_processor_mm_kwargs) -> BatchFeature:
-        n = mm_items.get_all_counts().get("image", 0)
-        if not n:
+        if not mm_items.get_all_counts().get("image", 0):
             return BatchFeature({})
-        images = mm_items.get_items("image", ImageProcessorItems)
-        return BatchFeature({"pixel_values": self._pixel_values(images.get(i) for i in range(n))})
+        processor_data, passthrough = self._get_hf_mm_data(mm_items)
+        if passthrough:  # prepared images: the model's input already
+            return BatchFeature(dict(passthrough))
+        return BatchFeature({PIXEL_VALUES: self._pixel_values(processor_data.get("images") or [])})
 
     def _pixel_values(self, images) -> list[torch.Tensor]:
-        """One normalised CHW tensor per image, in the variant's layout (VL resize or 4KHD tiles)."""
-        return [torch.from_numpy(normalize(self.info.prepare(im))) for im in images]
+        """One normalised CHW tensor per raw image, in the variant's layout (VL resize or 4KHD tiles)."""
+        return [torch.from_numpy(self.info.model_input(im)) for im in images]
 
     # vLLM 0.24 (the GPU machines') processes the prompt *text* with these two hooks; 0.29 never
     # calls them. Exercised on an H100 with 0.24 (bench/results/gpu/), not by the CPU tests (0.29).
@@ -133,7 +152,11 @@ class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2Processing
         token = self.info.image_token_id()
 
         def replacement(item_idx: int) -> list[int]:
-            size = mm_items.get_items("image", ImageProcessorItems).get_image_size(item_idx)
+            items = mm_items.get_items("image", (ImageProcessorItems, PreparedImageItems))
+            if isinstance(items, PreparedImageItems):
+                height, width = items.get(item_idx).shape[-2:]
+                return [token] * self.info.num_input_tokens(int(height), int(width))
+            size = items.get_image_size(item_idx)
             return [token] * self.info.num_image_tokens(size.width, size.height)
 
         return [PromptReplacement(modality="image", target=[token], replacement=replacement)]
