@@ -33,13 +33,56 @@ def internvl_side(p: BenchParams) -> dict:
 SIDES = {"vlmbatch": vlmbatch_side, "vlmbatch_raw": vlmbatch_raw_side, "internvl": internvl_side}
 
 
+def processor_costs(p: BenchParams, images: int = 48) -> dict:
+    """Milliseconds per image, one thread, of the image work alone at the published sizes, on the bench corpus:
+    InternVL2-8B's image processor (transformers' GotOcr2 at 448 px, what vLLM's InternVL processor calls)
+    and XComposer2's CPU preparers (VL 490 px; 4KHD hd_num 25), medians over ``images`` images."""
+    import statistics
+    import time
+
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from bench.common import CACHE, corpus_files, make_corpus
+    from bench.shapes import shape_dir
+    from operators.vlm.xcomposer2.cpu import hd_preparer, vl_preparer
+
+    files = corpus_files(make_corpus(p.num_images, p.image_side))[:images]
+    photos = [Image.open(f).convert("RGB") for f in files]
+    internvl = AutoProcessor.from_pretrained(str(shape_dir("internvl2-8b", CACHE))).image_processor
+    fns = {"internvl2_8b_hf_image_processor": lambda im: internvl(images=[im], return_tensors="pt"),
+           "xcomposer2_vl_cpu_prepare": vl_preparer("internlm/internlm-xcomposer2-vl-7b"),
+           "xcomposer2_4khd_cpu_prepare": hd_preparer("internlm/internlm-xcomposer2-4khd-7b")}
+    out = {}
+    for name, fn in fns.items():
+        fn(photos[0])
+        times = []
+        for im in photos:
+            t0 = time.perf_counter()
+            fn(im)
+            times.append(1000 * (time.perf_counter() - t0))
+        out[name] = round(statistics.median(times), 2)
+    return out
+
+
 def compare(params: BenchParams, runs: int) -> dict:
+    import torch
+
     from operators.vlm.registry import get_family
 
     sides = list(SIDES) if get_family(params.family).cpu_prepare is not None else ["vlmbatch"]
     if params.family == "internvl" or params.extra.get("engine_cpu_internvl") is False:
         sides = [s for s in sides if s != "internvl"]
-    return summarise_runs(params, interleaved(__name__, sides, params, runs))
+    body = summarise_runs(params, interleaved(__name__, sides, params, runs))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        body["processor_ms_per_image"] = processor_costs(params)
+    except Exception as exc:  # noqa: BLE001 - the sides' figures are kept whatever happens here
+        body["processor_ms_per_image"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    finally:
+        torch.set_num_threads(threads)
+    return body
 
 
 def summarise_runs(params: BenchParams, res: dict[str, list[dict]]) -> dict:
