@@ -119,16 +119,17 @@ def bare_vllm_side(p: BenchParams) -> dict:
 def ray_llm_side(p: BenchParams) -> dict:
     """``ray.data.llm.build_processor`` with the vLLM engine, fed the way its docs show (data URLs).
 
-    Configured like vlmbatch's engine: the same engine arguments, the same ``max_num_batched_tokens``
+    Configured like vlmbatch's engine: the same engine arguments and the same ``max_num_batched_tokens``
     (vlmbatch's engine resolves vLLM's offline default, which Ray's engine would not take: it builds
-    its engine with the server's), final outputs only (``output_kind`` FINAL_ONLY, as vlmbatch asks;
-    Ray's default is a cumulative output per token). On CPU machines: one CPU bundle instead of a GPU,
-    no Serve metrics, and more logical CPUs than cores, or its five stage actors deadlock on two cores.
+    its engine with the server's). Not alike, and stated: Ray's engine stage builds ``SamplingParams``
+    from each row's Arrow-typed dict, so vLLM's ``RequestOutputKind.FINAL_ONLY`` (an enum, not an int)
+    cannot be passed; its engine makes a cumulative output per request per token, vlmbatch's final
+    outputs only. On CPU machines: one CPU bundle instead of a GPU, no Serve metrics, and more logical
+    CPUs than cores, or its five stage actors deadlock on two cores.
     """
     import ray
     import ray.data
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
-    from vllm.sampling_params import RequestOutputKind
 
     from operators.vlm.registry import get_family
     from operators.vlm.vllm_engine import engine_args
@@ -140,7 +141,6 @@ def ray_llm_side(p: BenchParams) -> dict:
     model = kwargs.pop("model")
     kwargs.pop("tokenizer", None)
     system, prompt, n = family.default_system_prompt, p.prompt, p.max_tokens
-    final_only = int(RequestOutputKind.FINAL_ONLY)
     sink = tempfile.mkdtemp(prefix="vlmbatch-bench-rayllm-")
     load_before = loadavg()
     mem = MemorySampler().__enter__()
@@ -160,8 +160,7 @@ def ray_llm_side(p: BenchParams) -> dict:
             return {"messages": [{"role": "system", "content": system},
                                  {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                                               {"type": "text", "text": prompt}]}],
-                    "sampling_params": {"max_tokens": n, "min_tokens": n, "temperature": 0.0, "ignore_eos": True,
-                                        "output_kind": final_only}}
+                    "sampling_params": {"max_tokens": n, "min_tokens": n, "temperature": 0.0, "ignore_eos": True}}
 
         def post(row: dict) -> dict:
             return {"generated_text": row["generated_text"], "num_generated_tokens": row["num_generated_tokens"],
@@ -185,7 +184,7 @@ def ray_llm_side(p: BenchParams) -> dict:
         "side": "ray_data_llm", "images": table.num_rows, "ok": sum(g == n for g in gen), "wall_s": round(wall, 3),
         "images_per_s": round(table.num_rows / wall, 4), "generated_tokens": sum(gen),
         "prompt_tokens_per_image": round(sum(inp) / len(inp), 1), "max_num_batched_tokens": batched,
-        "output_kind": "final_only", "driver_peak_rss_mib": peak_rss_mib(), **mem.summary(),
+        "output_kind": "cumulative", "driver_peak_rss_mib": peak_rss_mib(), **mem.summary(),
         "load_before": load_before, "load_after": loadavg(),
     }
 

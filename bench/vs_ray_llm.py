@@ -1,10 +1,11 @@
 """Comparison 2: vlmbatch vs Ray Data's own LLM processor (``ray.data.llm.build_processor``, vLLM engine).
 
 Both read the same JPEG files, run the same model with the same engine arguments (including the
-``max_num_batched_tokens`` vlmbatch's engine resolves, and final-only outputs), prompt and
-fixed-length greedy sampling, and write Parquet. Ray's processor is fed as its docs show: chat
-messages with the image as a base64 data URL. Target: ``ratio >= 1.0`` (vlmbatch images/s over
-ray.data.llm images/s).
+``max_num_batched_tokens`` vlmbatch's engine resolves), prompt and fixed-length greedy sampling,
+and write Parquet. One difference stays, stated: Ray's engine makes a cumulative output per token
+(its row API cannot pass vLLM's final-only enum), vlmbatch's engine final outputs only. Ray's
+processor is fed as its docs show: chat messages with the image as a base64 data URL. Target:
+``ratio >= 1.0`` (vlmbatch images/s over ray.data.llm images/s).
 
 Two windows, both from outside each side's code, so neither depends on where a side can be stamped
 (the earlier "span", first to last batch out, was stamped in vlmbatch's actor but after Ray's
