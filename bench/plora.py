@@ -12,9 +12,12 @@ Attention is a stand-in (``torch`` SDPA of each sequence's token over a fixed ra
 ``plora_context`` tokens, the XComposer2-VL prompt plus half of 230 generated): vLLM's paged
 attention needs the engine's runner, and it is the same work on every side. The LM head,
 embeddings and sampling are left out for the same reason, which makes the ratios stricter than a
-whole engine step's. One thread, as vLLM's CPU worker runs (one core, one reserved). The sides
-alternate within each round; medians of the per-step times over rounds. Ratio ``plugin_over_no_lora``
-(target <= 1.02) and ``dense_over_no_lora`` (what the old formulation cost).
+whole engine step's. One thread pinned to one core, as vLLM's CPU worker runs (one core, one
+reserved). The sides alternate within each round; medians of the per-step times over rounds
+(``plora_steps`` steps per timing, 16 / batch times as many below batch 16). The layers without
+LoRA are the same layers, packed in place, with their LoRA modules then deleted, so the base
+weights lie where they lie with LoRA. Ratio ``plugin_over_no_lora`` (target <= 1.02) and
+``dense_over_no_lora`` (what the old formulation cost).
 
     python -m bench.run plora --runs 5 --extra '{"plora_batches": [1, 16, 64], "plora_layers": 2}'
     # GPU (bf16; the step is timed eagerly and as a captured CUDA graph, as vLLM replays decode):
@@ -74,7 +77,11 @@ def _dense(layer, x, mask):
 
 
 def build_layers(d: dict, layers: int, batch: int, context: int, lora: bool):
-    """``layers`` plugin decoder layers with seeded random weights, packed as vLLM packs them on load."""
+    """``layers`` plugin decoder layers with seeded random weights, packed as vLLM packs them on load.
+
+    Without ``lora`` the same layers are built, packed, and then lose their ``Plora_A`` / ``Plora_B``:
+    the base weights sit where they sit with LoRA, so placement in memory is not a difference.
+    """
     import torch
     from vllm.config import VllmConfig, set_current_vllm_config
 
@@ -90,13 +97,14 @@ def build_layers(d: dict, layers: int, batch: int, context: int, lora: bool):
             for p in layer.parameters():  # the same values with and without LoRA
                 p.normal_(0.0, 0.02) if p.dim() > 1 else p.fill_(1.0)
         for module in list(layer.modules()):
-            if not lora:
-                for child in ("Plora_A", "Plora_B"):
-                    if hasattr(module, child):
-                        delattr(module, child)
             method = getattr(module, "quant_method", None)
             if method is not None:
                 method.process_weights_after_loading(module)
+        if not lora:
+            for module in list(layer.modules()):
+                for child in ("Plora_A", "Plora_B"):
+                    if hasattr(module, child):
+                        delattr(module, child)
     return stack
 
 
@@ -174,6 +182,7 @@ def measure_batch(d: dict, layers: int, batch: int, context: int, runs: int, ste
     if torch.cuda.is_available():
         fns = {side: _graphed(fn) for side, fn in fns.items()}
     times: dict[str, list[float]] = {s: [] for s in SIDES}
+    steps = steps * max(1, 16 // batch)  # small batches are quick steps: more of them per timing
     for r in range(runs):
         for side in SIDES if r % 2 == 0 else tuple(reversed(SIDES)):
             times[side].append(_time(fns[side], steps))
@@ -192,6 +201,8 @@ def compare(params: BenchParams, runs: int) -> dict:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     torch.set_num_threads(int(params.extra.get("plora_threads", 1)))
     device = params.extra.get("plora_device", "cpu")
+    if device == "cpu" and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as vLLM binds its CPU worker
     torch.set_default_device(device)
     torch.set_default_dtype(torch.bfloat16 if device == "cuda" else torch.float32)
     dims_name = params.extra.get("plora_dims", "7b")
