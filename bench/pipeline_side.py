@@ -185,9 +185,14 @@ class MemorySampler:
         first = min(self.cpu_samples, key=lambda s: abs(s[0] - t0))
         last = min(self.cpu_samples, key=lambda s: abs(s[0] - t1))
         spent: dict[str, float] = {"window_s": round(last[0] - first[0], 3)}
+        top = []
         for pid, (name, cpu) in last[1].items():
             kind = process_kind(name)
-            spent[kind] = round(spent.get(kind, 0.0) + cpu - first[1].get(pid, (name, 0.0))[1], 3)
+            used = cpu - first[1].get(pid, (name, 0.0))[1]
+            spent[kind] = round(spent.get(kind, 0.0) + used, 3)
+            top.append((round(used, 3), f"{pid} {name[:60]}"))
+        # The processes that used most, named, so a kind that hides something can be looked into.
+        spent["top"] = [f"{cpu} {name}" for cpu, name in sorted(top, reverse=True)[:8] if cpu > 0]
         return spent
 
     def summary(self) -> dict:
@@ -215,8 +220,8 @@ class MemorySampler:
 
 
 _KINDS = (("driver", "driver"), ("EngineCore", "engine_core"), ("MapWorker", "model_actor"),
-          ("raylet", "raylet"), ("gcs_server", "gcs"), ("dashboard", "dashboard"), ("agent", "ray_agents"),
-          ("monitor", "ray_agents"), ("ray::", "ray_workers"))
+          ("Worker", "engine_worker"), ("raylet", "raylet"), ("gcs_server", "gcs"), ("dashboard", "dashboard"),
+          ("agent", "ray_agents"), ("monitor", "ray_agents"), ("ray::", "ray_workers"))
 
 
 def process_kind(name: str) -> str:
