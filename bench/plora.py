@@ -6,15 +6,18 @@ the same weights on every side, one decode token per sequence at several batch s
 
 * ``plugin``: the layers as the model runs them on a step without image tokens (every decode step);
 * ``no_lora``: the same layers with their ``Plora_A`` / ``Plora_B`` removed: the model without LoRA;
-* ``dense``: the formulation before issue 19 (the LoRA of every row, times a zero mask), for reference.
+* ``dense``: the formulation before issue 19 (the LoRA of every row, times a zero mask), for reference;
+* ``no_lora_again``: ``no_lora`` timed once more as its own side, an A/A control: how far two timings of
+  the same thing differ in this run (the noise floor the other ratios are read against).
 
 Attention is a stand-in (``torch`` SDPA of each sequence's token over a fixed random KV context of
 ``plora_context`` tokens, the XComposer2-VL prompt plus half of 230 generated): vLLM's paged
 attention needs the engine's runner, and it is the same work on every side. The LM head,
 embeddings and sampling are left out for the same reason, which makes the ratios stricter than a
 whole engine step's. One thread pinned to one core, as vLLM's CPU worker runs (one core, one
-reserved). The sides alternate within each round; medians of the per-step times over rounds
-(``plora_steps`` steps per timing, 16 / batch times as many below batch 16). The layers without
+reserved). The sides take turns step by step (the first side rotating), so drift in the machine's
+load hits all alike; per round the mean step time of each side, medians over rounds (``plora_steps``
+steps per side per round, 16 / batch times as many below batch 16). The layers without
 LoRA are the same layers, packed in place, with their LoRA modules then deleted, so the base
 weights lie where they lie with LoRA. Ratio ``plugin_over_no_lora`` (target <= 1.02) and
 ``dense_over_no_lora`` (what the old formulation cost).
@@ -33,7 +36,7 @@ import time
 from bench.common import BenchParams, loadavg
 
 TARGET = 1.02
-SIDES = ("plugin", "no_lora", "dense")
+SIDES = ("plugin", "no_lora", "dense", "no_lora_again")
 # InternLM2-7B / XComposer2-7B layer dimensions; "tiny" only keeps the smoke test quick.
 DIMS = {"7b": dict(hidden=4096, heads=32, kv_heads=8, ffn=14336, r=256),
         "tiny": dict(hidden=128, heads=4, kv_heads=2, ffn=256, r=8)}
@@ -115,17 +118,20 @@ def _step(stack, x, positions, rows):
     return x + residual
 
 
-def _time(fn, steps: int) -> float:
+def _round(fns: dict, steps: int) -> dict[str, float]:
+    """Mean seconds per step of each side, the sides taking turns step by step (first side rotating)."""
     import torch
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fn()  # warm: first-call costs (oneDNN primitive creation, kernel selection) stay out of the figure
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync()
-    return (time.perf_counter() - t0) / steps
+    sides = list(fns)
+    spent = dict.fromkeys(sides, 0.0)
+    for k in range(steps):
+        for side in sides[k % len(sides):] + sides[:k % len(sides)]:
+            t0 = time.perf_counter()
+            fns[side]()
+            sync()
+            spent[side] += time.perf_counter() - t0
+    return {side: t / steps for side, t in spent.items()}
 
 
 def _graphed(fn):
@@ -177,21 +183,26 @@ def measure_batch(d: dict, layers: int, batch: int, context: int, runs: int, ste
 
     fns = {"plugin": lambda: _step(with_lora, x, positions, None),
            "no_lora": lambda: _step(without, x, positions, None), "dense": dense}
+    fns["no_lora_again"] = fns["no_lora"]
     # The image-row path runs once too (every row an image row), so a broken gather fails the bench.
     _step(with_lora, x, positions, torch.arange(batch))
     if torch.cuda.is_available():
         fns = {side: _graphed(fn) for side, fn in fns.items()}
+    if torch.cuda.is_available():
+        fns["no_lora_again"] = fns["no_lora"]  # the same replayed graph
     times: dict[str, list[float]] = {s: [] for s in SIDES}
-    steps = steps * max(1, 16 // batch)  # small batches are quick steps: more of them per timing
-    for r in range(runs):
-        for side in SIDES if r % 2 == 0 else tuple(reversed(SIDES)):
-            times[side].append(_time(fns[side], steps))
+    steps = steps * max(1, 16 // batch)  # small batches are quick steps: more of them per round
+    _round(fns, 1)  # warm: first-call costs (oneDNN primitive creation, kernel selection) stay out
+    for _ in range(runs):
+        for side, t in _round(fns, steps).items():
+            times[side].append(t)
     med = {s: statistics.median(v) for s, v in times.items()}
     return {
         "step_ms": {s: round(1000 * v, 3) for s, v in med.items()},
         "runs_ms": {s: [round(1000 * t, 3) for t in v] for s, v in times.items()},
         "plugin_over_no_lora": round(med["plugin"] / med["no_lora"], 4),
         "dense_over_no_lora": round(med["dense"] / med["no_lora"], 4),
+        "aa_control": round(med["no_lora_again"] / med["no_lora"], 4),
     }
 
 
@@ -226,7 +237,8 @@ def compare(params: BenchParams, runs: int) -> dict:
         "medians": {f"batch {b}": v["step_ms"] for b, v in per_batch.items()},
         "ratios": {"plugin_over_no_lora_worst": worst,
                    **{f"plugin_over_no_lora_b{b}": v["plugin_over_no_lora"] for b, v in per_batch.items()},
-                   **{f"dense_over_no_lora_b{b}": v["dense_over_no_lora"] for b, v in per_batch.items()}},
+                   **{f"dense_over_no_lora_b{b}": v["dense_over_no_lora"] for b, v in per_batch.items()},
+                   **{f"aa_control_b{b}": v["aa_control"] for b, v in per_batch.items()}},
         "targets": {"plugin_over_no_lora_worst": TARGET},
         "loads_between_batches": loads,
     }
