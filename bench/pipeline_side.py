@@ -23,18 +23,16 @@ from operators.vlm.factory import EngineFactory
 STAMPS_ENV = "VLMBATCH_BENCH_STAMPS"
 
 
-def stamp(event: str, rows: int = 0, cpu: bool = False) -> None:
+def stamp(event: str, rows: int = 0, cpu: dict | None = None) -> None:
     """Append ``{event, t, rows}`` to the stamp file named by the environment (no-op without one).
 
-    ``cpu``: also the CPU seconds so far of this process and its descendants (:func:`bench.procstat.tree_cpu`).
+    ``cpu``: a :func:`bench.procstat.tree_cpu` snapshot to record with it.
     """
     path = os.environ.get(STAMPS_ENV)
     if path:
         record = {"event": event, "t": time.time(), "rows": rows}
-        if cpu:
-            from bench.procstat import tree_cpu
-
-            record["cpu"] = tree_cpu()
+        if cpu is not None:
+            record["cpu"] = cpu
         with open(path, "a") as f:  # one line per write, each under the pipe-buffer size: no interleaving
             f.write(json.dumps(record) + "\n")
 
@@ -77,7 +75,7 @@ class TimedEngine:
     The caption actor hands its engine one ``generate`` call per batch, so the stamps bracket
     each batch's generation (the actor's row conversion before and after is outside them). The
     ready and batch-done stamps also carry the CPU seconds so far of the actor's process and of
-    vLLM's processes below it (a few ``/proc`` reads per batch).
+    vLLM's processes below it (found once at ready; a few ``/proc`` reads per batch).
     """
 
     def __init__(self, inner):
@@ -86,13 +84,19 @@ class TimedEngine:
         self.takes_arrays = getattr(inner, "takes_arrays", False)
         self.takes_prepared = getattr(inner, "takes_prepared", False)
         scheduler = getattr(getattr(getattr(inner, "_engine", None), "vllm_config", None), "scheduler_config", None)
+        from bench.procstat import tree_cpu
+
+        # The engine's processes, found once; each batch then re-reads only their /proc/<pid>/stat.
+        self._processes = tree_cpu() if os.environ.get(STAMPS_ENV) else {}
         # rows: the engine's resolved max_num_batched_tokens (0 for an engine that has none)
-        stamp("engine_ready", rows=getattr(scheduler, "max_num_batched_tokens", 0) or 0, cpu=True)
+        stamp("engine_ready", rows=getattr(scheduler, "max_num_batched_tokens", 0) or 0, cpu=self._processes)
 
     async def generate(self, requests):
+        from bench.procstat import refresh
+
         stamp("batch_start", len(requests))
         out = await self.inner.generate(requests)
-        stamp("batch_done", len(out), cpu=True)
+        stamp("batch_done", len(out), cpu=refresh(self._processes) if self._processes else None)
         return out
 
     def shutdown(self) -> None:
@@ -119,8 +123,8 @@ class MemorySampler:
     comparison runs one, so its cost (``sampler_cpu_s``, in the sampling process) is on every side.
     """
 
-    def __init__(self, interval_s: float = 0.25):
-        self.interval_s = interval_s
+    def __init__(self, interval_s: float = 0.25, rescan_s: float = 1.0):
+        self.interval_s, self.rescan_s = interval_s, rescan_s
         self.per_pid: dict[int, tuple[str, float]] = {}
         self.split: dict[int, tuple[float, float]] = {}  # pid -> (peak RssAnon, peak RssShmem), MiB
         self.peak_total_mib = 0.0
@@ -131,11 +135,12 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     @staticmethod
-    def _anon_shmem(pid: int) -> tuple[float, float] | None:
+    def _memory(pid: int) -> tuple[float, float, float] | None:
+        """(VmRSS, RssAnon, RssShmem) of ``pid`` in MiB, from one read of ``/proc/<pid>/status``."""
         try:
             fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                          if line.startswith(("RssAnon", "RssShmem")))
-            return tuple(int(fields[k].split()[0]) / 1024 for k in ("RssAnon", "RssShmem"))
+                          if line.startswith(("VmRSS", "RssAnon", "RssShmem")))
+            return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "RssAnon", "RssShmem"))
         except (OSError, KeyError, ValueError):
             return None
 
@@ -145,27 +150,36 @@ class MemorySampler:
         from bench.procstat import cpu_seconds
 
         me = psutil.Process()
+        names: dict[int, str] = {}
+        rescanned = float("-inf")
         while not self._stop.wait(self.interval_s):
             started = time.thread_time()
-            total = 0.0
-            split = self._anon_shmem(me.pid)  # the driver: its own private memory vs object-store pages
-            if split:
-                self.driver_split = tuple(max(a, b) for a, b in zip(self.driver_split, split, strict=True))
+            # Walking the process table is the costly part on a busy machine: once a second, not per sample.
+            if time.monotonic() - rescanned >= self.rescan_s:
+                rescanned = time.monotonic()
+                for proc in me.children(recursive=True):
+                    if proc.pid not in names:
+                        try:
+                            names[proc.pid] = " ".join(proc.cmdline()[:2])[:80]
+                        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                            continue
+            own = self._memory(me.pid)  # the driver: its own private memory vs object-store pages
+            if own:
+                self.driver_split = tuple(max(a, b) for a, b in zip(self.driver_split, own[1:], strict=True))
             cpu = {me.pid: ("driver", cpu_seconds(me.pid) or 0.0)}
-            for proc in me.children(recursive=True):
-                try:
-                    rss = proc.memory_info().rss / 2**20
-                    name = " ".join(proc.cmdline()[:2])[:80]
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            total = 0.0
+            for pid, name in list(names.items()):
+                mem, used = self._memory(pid), cpu_seconds(pid)
+                if mem is None or used is None:
+                    del names[pid]  # gone
                     continue
-                cpu[proc.pid] = (name, cpu_seconds(proc.pid) or 0.0)
+                rss = mem[0]
+                cpu[pid] = (name, used)
                 total += rss
-                if rss > self.per_pid.get(proc.pid, ("", 0.0))[1]:
-                    self.per_pid[proc.pid] = (name, rss)
-                split = self._anon_shmem(proc.pid)
-                if split:
-                    old = self.split.get(proc.pid, (0.0, 0.0))
-                    self.split[proc.pid] = (max(old[0], split[0]), max(old[1], split[1]))
+                if rss > self.per_pid.get(pid, ("", 0.0))[1]:
+                    self.per_pid[pid] = (name, rss)
+                old = self.split.get(pid, (0.0, 0.0))
+                self.split[pid] = (max(old[0], mem[1]), max(old[1], mem[2]))
             self.peak_total_mib = max(self.peak_total_mib, total)
             self.cpu_samples.append((time.time(), cpu))
             self.sampler_cpu_s += time.thread_time() - started

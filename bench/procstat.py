@@ -56,6 +56,17 @@ def tree_cpu(root: int | None = None) -> dict[str, dict]:
     return out
 
 
+def refresh(snapshot: dict[str, dict]) -> dict[str, dict]:
+    """``snapshot`` (a :func:`tree_cpu`) with the CPU seconds of the same processes read again: a few ``/proc``
+    reads, no walk of the process table (the engine's processes do not change in its steady state)."""
+    out = {}
+    for pid, entry in snapshot.items():
+        cpu = cpu_seconds(int(pid))
+        if cpu is not None:
+            out[pid] = {**entry, "cpu_s": cpu}
+    return out
+
+
 def cpu_by_role(before: dict[str, dict], after: dict[str, dict]) -> dict[str, float]:
     """CPU seconds spent between two :func:`tree_cpu` snapshots, summed per role (plus ``total``)."""
     spent: dict[str, float] = {}
