@@ -170,3 +170,19 @@ def test_prepared_rows_reach_the_engine_as_prepared_images_keyed_by_row_id():
         (image,) = request.images
         assert isinstance(image, PreparedImage) and request.image_keys == (request.request_id,)
         np.testing.assert_array_equal(image.array, arrays[request.request_id])
+
+
+def test_vllm_prompts_carry_prepared_images_in_the_marked_form_and_row_keys():
+    import numpy as np
+
+    from operators.vlm.engine import GenerationRequest, PreparedImage
+    from operators.vlm.vllm_engine import vllm_prompt
+
+    prepared = PreparedImage(np.zeros((3, 4, 4), np.float32))
+    p = vllm_prompt(GenerationRequest("r", "text", (prepared,), ("row-1",)))
+    (tensor,) = p["multi_modal_data"]["image"]["pixel_values"]  # the form the plugins' processors mark prepared
+    assert tuple(tensor.shape) == (3, 4, 4) and p["multi_modal_uuids"] == {"image": ["row-1"]}
+    raw = np.zeros((2, 4, 3), np.uint8)
+    p = vllm_prompt(GenerationRequest("r", "text", (raw,)))
+    assert p["multi_modal_data"]["image"] is raw and "multi_modal_uuids" not in p
+    assert vllm_prompt(GenerationRequest("r", "text only", ())) == {"prompt": "text only"}
