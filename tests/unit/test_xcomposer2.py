@@ -268,3 +268,22 @@ def test_prepare_stage_fails_a_row_not_its_batch():
     rows = PrepareBatch(vl_preparer("x"))(table).to_pylist()
     assert rows[0][C.STATUS] == "decode_error" and "not enough image data" in rows[0][C.ERROR]
     assert rows[1][C.STATUS] == "ok" and rows[1][C.MODEL_INPUT_SHAPE] == [3, 490, 490]
+
+
+def test_the_plugin_parser_tells_prepared_images_from_raw_ones_by_their_form():
+    import numpy as np
+    import torch
+    from vllm.multimodal.parse import ImageProcessorItems, MultiModalDataParser
+
+    from operators.vlm.vllm_prepared import PreparedImageItems, prepared_parser
+
+    parser = prepared_parser(MultiModalDataParser())
+    items = parser.parse_mm_data({"image": {"pixel_values": [torch.zeros(3, 56, 112), torch.zeros(3, 56, 56)]}})
+    prepared = items.get_items("image", PreparedImageItems)
+    assert prepared.get_count() == 2 and prepared.get_processor_data() == {}
+    assert [tuple(t.shape) for t in prepared.get_passthrough_data()["pixel_values"]] == [(3, 56, 112), (3, 56, 56)]
+    # A raw image, even one whose sides are multiples of the crop, stays raw: nothing is guessed from its size.
+    raw = parser.parse_mm_data({"image": np.zeros((336, 336, 3), np.uint8)})
+    assert isinstance(raw["image"], ImageProcessorItems)
+    with pytest.raises(ValueError, match="pixel_values"):
+        parser.parse_mm_data({"image": {"image_embeds": torch.zeros(4, 8)}})
