@@ -35,10 +35,11 @@ class Shape:
     vit_width: int
     vit_layers: int
     vit_ffn: int
-    vit_tokens: int  # patches + class token through the tower
+    vit_tokens: int  # patches + class token through the tower, per view
     image_tokens: int  # tokens in the language model's prompt per image
     projector_flops_per_token: float  # per vision token entering the projector
     lora_rank: int = 0  # Partial LoRA on image tokens (XComposer2): extra low-rank matmuls
+    vit_views: int = 1  # independent passes through the tower per image (4KHD: the crops plus the global view)
 
     @property
     def head_dim(self) -> int:
@@ -66,7 +67,8 @@ class Shape:
     def vision_flops(self) -> float:
         per_layer = 2 * self.vit_tokens * (4 * self.vit_width**2 + 2 * self.vit_width * self.vit_ffn)
         attention = 4 * self.vit_tokens**2 * self.vit_width
-        return self.vit_layers * (per_layer + attention) + self.projector_flops_per_token * self.vit_tokens
+        tower = self.vit_layers * (per_layer + attention) + self.projector_flops_per_token * self.vit_tokens
+        return self.vit_views * tower
 
 
 SHAPES = {
@@ -78,6 +80,13 @@ SHAPES = {
     "xcomposer2-vl-7b": Shape(hidden=4096, layers=32, heads=32, kv_heads=8, ffn=14336, vocab=92544, vit_width=1024,
                               vit_layers=24, vit_ffn=4096, vit_tokens=1226, image_tokens=1225,
                               projector_flops_per_token=2 * (1024 * 4096 + 4096 * 4096), lora_rank=256),
+    # CLIP ViT-L/14 at 336 px per crop (24 x 24 patches merged 2 x 2), hd_num 25, the bench corpus's 448 x 597
+    # photographs: 5 x 4 crops of 336 + the global view = 21 tower passes; (20 + 1) * 144 + 1 + 5 * 12 = 3085
+    # image tokens. The projector sees 144 merged tokens of 4 x width per view.
+    "xcomposer2-4khd-7b": Shape(hidden=4096, layers=32, heads=32, kv_heads=8, ffn=14336, vocab=92544,
+                                vit_width=1024, vit_layers=24, vit_ffn=4096, vit_tokens=577, image_tokens=3085,
+                                projector_flops_per_token=2 * (4096 * 4096 + 4096 * 4096) / 4, lora_rank=256,
+                                vit_views=21),
 }
 
 

@@ -53,6 +53,8 @@ class BenchParams:
     gpus_per_engine: float = 0
     # The vlmbatch side's engine: 'vllm' for every reported figure; 'transformers' only makes smoke runs quick.
     engine: str = "vllm"
+    # The spec's engine.cpu_prepare: images made into the model's input on the CPU stage (families that allow it).
+    cpu_prepare: bool = True
     extra: dict = field(default_factory=dict)
 
     def resolved_model(self) -> str:
@@ -190,6 +192,14 @@ def summarise(runs: list[dict], keys: list[str]) -> dict:
             if any(r.get(k) is not None for r in runs)}
 
 
+def engine_cpu_medians(runs: list[dict]) -> dict:
+    """Median engine CPU milliseconds per image, per process role (front_end, engine_core, ...), over runs."""
+    roles = sorted({k for r in runs for k in (r.get("engine_cpu_ms_per_image") or {})})
+    out = {role: median([r["engine_cpu_ms_per_image"][role] for r in runs
+                         if role in (r.get("engine_cpu_ms_per_image") or {})]) for role in roles}
+    return {"engine_cpu_ms_per_image": out} if out else {}
+
+
 def write_result(name: str, payload: dict, results_dir: Path = RESULTS) -> Path:
     """``<results_dir>/<name>-<UTC date>.json`` with machine info added; returns the path."""
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +250,15 @@ def interleaved(module: str, sides: list[str], params: BenchParams, runs: int) -
         for side in sides if r % 2 == 0 else list(reversed(sides)):
             out[side].append(run_side(module, side, params))
     return out
+
+
+def free_tcp_port() -> int:
+    """A free loopback TCP port (for a process-local torch.distributed group)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def ratio(num: float | None, den: float | None) -> float | None:

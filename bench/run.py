@@ -23,11 +23,17 @@ from pathlib import Path
 
 from bench.common import RESULTS, BenchParams, loadavg, write_result
 
-NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v", "curation", "scale",
-         "node_loss")
+NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v", "curation", "plora",
+         "engine_cpu", "scale", "node_loss")
 #: What runs when no name is given (``scale`` goes to 10M rows, an hour or more; ``node_loss`` starts a
 #: multi-node cluster: name them to run them).
-DEFAULT = NAMES[:7]
+DEFAULT = NAMES[:9]
+
+
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("family", "model_id", "load_format", "dtype", "num_images", "image_side", "max_tokens",
                  "max_model_len", "max_num_seqs", "batch_size", "batches_in_flight", "cpu_batch_size",
                  "object_store_memory",
-                 "num_cpus", "gpus_per_engine", "engine"):
+                 "num_cpus", "gpus_per_engine", "engine", "cpu_prepare"):
         # The field's own type; for an optional field (``int | None``), the type that is not None.
         kind = next(t for t in (typing.get_args(hints[name]) or (hints[name],)) if t is not type(None))
+        if kind is bool:
+            kind = _flag
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name), dest=name)
     args = parser.parse_args(argv)
     fields = {k: v for k, v in vars(args).items() if k in BenchParams.__dataclass_fields__}

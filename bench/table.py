@@ -7,6 +7,7 @@ between the ``<!-- results -->`` markers.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -16,12 +17,15 @@ README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- results -->", "<!-- /results -->"
 GPU_BEGIN, GPU_END = "<!-- gpu-results -->", "<!-- /gpu-results -->"
 GPU_RESULTS = RESULTS / "gpu"
-ORDER = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v", "curation", "scale",
-         "node_loss")
+ORDER = ("overhead", "overhead:xcomposer2", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "vs_sharegpt4v",
+         "curation", "plora", "engine_cpu", "scale", "node_loss")
 
 
 def latest(name: str, results_dir: Path = RESULTS) -> dict | None:
-    files = sorted(results_dir.glob(f"{name}-*.json"))
+    """The newest ``<name>-<date>.json``; ``name:variant`` the newest ``<name>-<date>-<variant>.json``."""
+    name, _, variant = name.partition(":")
+    pattern = re.compile(rf"{re.escape(name)}-\d{{8}}" + (rf"-{re.escape(variant)}" if variant else "") + "$")
+    files = sorted(f for f in results_dir.glob(f"{name}-*.json") if pattern.fullmatch(f.stem))
     return json.loads(files[-1].read_text()) if files else None
 
 
@@ -77,12 +81,22 @@ def _figures(name: str, body: dict) -> str:
         if budget:
             parts.insert(0, f"object-store budget {budget / 2**20:.0f} MiB")
         return "; ".join(parts) + "; marginal s/img " + ", ".join(f"{k} {v}" for k, v in marg.items())
+    if name == "plora":
+        p = body["params"]
+        return (f"ms per decode step ({p['layers']} layers of {p['dims']}, rank {p['r']}, context {p['context']}, "
+                f"{p['threads']} thread): " + "; ".join(
+                    f"{b}: " + ", ".join(f"{side} {ms:.1f}" for side, ms in m.items()) for b, m in med.items()))
     parts = []
     for side, m in med.items():
         bits = [f"{m['images_per_s']:.3f} img/s e2e"] if "images_per_s" in m else []
         for key, label in (("steady_images_per_s", "steady"), ("span_images_per_s", "span")):
             if key in m:
                 bits.append(f"{m[key]:.1f} {label}")
+        if "process_wall_s" in m:
+            bits.append(f"process {m['process_wall_s']:.1f} s")
+        cpu = {k: v for k, v in (m.get("engine_cpu_ms_per_image") or {}).items() if v}
+        if cpu:
+            bits.append("engine CPU ms/img " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
         parts.append(f"{side}: " + ", ".join(bits))
     return "; ".join(parts)
 
@@ -90,10 +104,13 @@ def _figures(name: str, body: dict) -> str:
 def table(results_dir: Path = RESULTS) -> str:
     lines = ["| bench | ratio | value | target | runs/side | images | medians | load (1-min) | date (UTC) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in ORDER:
-        body = latest(name, results_dir)
+    for label in ORDER:
+        body = latest(label, results_dir)
         if body is None:
             continue
+        name = label.partition(":")[0]
+        if label != name:
+            label = f"{name} ({body['params']['family']})"
         p = body.get("params", {})
         images = p.get("images_range") or p.get("images") or p.get("num_images")
         if name == "growth":
@@ -102,10 +119,11 @@ def table(results_dir: Path = RESULTS) -> str:
             images = f"{min(p['sizes']):,}-{max(p['sizes']):,} rows"
         for key, value in body.get("ratios", {}).items():
             target = body.get("targets", {}).get(key, "")
-            lines.append(f"| {name} | {key} | {value} | {target} | {body.get('runs_per_side')} | {images} | "
+            lines.append(f"| {label} | {key} | {value} | {target} | {body.get('runs_per_side')} | {images} | "
                          f"{_figures(name, body) if key == next(iter(body['ratios'])) else ''} | "
                          f"{_loads(body)} | {body['utc'][:16]} |")
-    m = next((b["machine"] for b in map(latest, ORDER) if b), None)
+    bodies = [b for b in (latest(label, results_dir) for label in ORDER) if b]
+    m = max(bodies, key=lambda b: b["utc"])["machine"] if bodies else None  # the newest run's machine
     if m:
         v = m["versions"]
         lines.append("")
@@ -122,8 +140,13 @@ def gpu_table(results_dir: Path = GPU_RESULTS) -> str:
     lines = ["| bench | shape | ratio | value | target | runs/side | images | tokens in/out | images/s per side "
              "| roofline images/s (datasheet / measured peaks) | device | date (UTC) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    extra = []
     for path in sorted(results_dir.glob("*.json")):
         body = json.loads(path.read_text())
+        if "model_id" not in body.get("params", {}):  # a module-level bench (plora): its ratios on a line
+            extra.append(f"- {body['name']} on {body['machine']['gpu']} ({body['utc'][:16]}): "
+                         + ", ".join(f"{k} {v}" for k, v in body["ratios"].items()))
+            continue
         p, med = body["params"], body["medians"]
         shape = p["model_id"].removeprefix("shape:")
         tokens_in = next((m["prompt_tokens_per_image"] for m in med.values() if "prompt_tokens_per_image" in m), None)
@@ -140,7 +163,7 @@ def gpu_table(results_dir: Path = GPU_RESULTS) -> str:
                          f"{body['runs_per_side']} | {p['num_images']} | {tokens_in}/{p['max_tokens']} | "
                          f"{sides if first else ''} | {roof if first else ''} | {body['machine']['gpu']} | "
                          f"{body['utc'][:16]} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ([""] + extra if extra else []))
 
 
 def _replace(readme: str, begin: str, end: str, text: str) -> str:

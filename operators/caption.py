@@ -1,8 +1,9 @@
 """Captioning: a fixed pool of actors, one engine each, several batches in flight per actor.
 
 Rows whose status is already a failure pass through untouched (no engine time spent);
-every row leaves with provenance. The pixels column is dropped here (unless a later model
-stage still needs the image), so image data never travels past the engines.
+every row leaves with provenance. The image columns (pixels, or the prepared model input) are
+dropped here (unless a later model stage still needs the image), so image data never travels past
+the engines.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pyarrow as pa
 from operators.base import ActorPool, PipelineError, Resources, Stage
 from operators.metrics import RunMetrics
 from operators.rows import error_text, set_columns
-from operators.vlm.engine import Engine, EngineActor, GenerationRequest, layout_kwargs
+from operators.vlm.engine import IMAGE_COLUMNS, Engine, EngineActor, GenerationRequest, image_data, image_needs
 from operators.vlm.factory import EngineFactory
 from operators.vlm.registry import ModelFamily, family_for, get_family
 from schemas import columns as C
@@ -25,8 +26,12 @@ from schemas.status import Status
 PRODUCES = (C.PROMPT, C.CAPTION, C.NUM_PROMPT_TOKENS, C.NUM_GENERATED_TOKENS, C.FINISH_REASON, C.STATUS, C.ERROR,
             C.MODEL_ID, C.MODEL_REVISION, C.ENGINE, C.SAMPLING_HASH, C.CODE_VERSION, C.RUN_ID, C.DONE_AT,
             C.ENGINES_READY_AT)
-IMAGE_NEEDS = (C.ID, C.PIXELS, C.WIDTH, C.HEIGHT, C.STATUS, C.ERROR)
 MAX_BEAMS = 10  # vLLM's default max_logprobs (20) / 2 candidates per beam
+
+
+def row_needs(prepared: bool) -> tuple[str, ...]:
+    """What a model stage reads of each row: id, status, and its image (prepared model input or pixels)."""
+    return (C.ID, *image_needs(prepared), C.STATUS, C.ERROR)
 
 
 class CaptionActor(EngineActor):
@@ -37,7 +42,7 @@ class CaptionActor(EngineActor):
         family: the model family (prompt format), or its registry name.
         caption: the caption task (instruction, system prompt).
         provenance: stamped on every row (the engine's name is added from the engine).
-        keep_pixels: leave the pixels in the rows, for a later model stage (QA).
+        keep_pixels: leave the image (pixels or prepared model input) in the rows, for a later model stage (QA).
     """
 
     def __init__(self, engine: Callable[[], Engine], family: str | ModelFamily, caption: CaptionConfig,
@@ -62,19 +67,16 @@ class CaptionActor(EngineActor):
         instructions = table.column(C.INSTRUCTION).to_pylist() if C.INSTRUCTION in table.column_names else [None] * n
         prompts = [self.family.build_prompt(t, self.system_prompt) if t else self.prompt for t in instructions]
         if todo:
-            pixels = table.column(C.PIXELS)
-            widths = table.column(C.WIDTH).to_pylist()
-            heights = table.column(C.HEIGHT).to_pylist()
-            layouts = layout_kwargs(table)
+            read = self.image_reader(table)
             requests, ready = [], []
             for i in todo:
                 # A row whose pixels do not make an image fails alone, never its batch.
                 try:
-                    image = self.request_image(pixels[i].as_buffer(), widths[i], heights[i])
+                    image = read(i)
                 except Exception as exc:  # noqa: BLE001
                     statuses[i], errors[i] = Status.GENERATION_ERROR.value, error_text(exc)
                     continue
-                requests.append(GenerationRequest(ids[i], prompts[i], (image,), layouts[i]))
+                requests.append(GenerationRequest(ids[i], prompts[i], (image,), (ids[i],)))
                 ready.append(i)
             results = await self.generate(requests)
             for i, res in zip(ready, results, strict=True):
@@ -93,7 +95,7 @@ class CaptionActor(EngineActor):
         for name, value in stamp.items():
             out[name] = [value] * n
         if not self.keep_pixels:
-            table = table.drop_columns([C.PIXELS])
+            table = table.drop_columns([c for c in IMAGE_COLUMNS if c in table.column_names])
         self.stamp_times(out, table)
         return set_columns(table, {**out, C.STATUS: statuses, C.ERROR: errors})
 
@@ -134,20 +136,21 @@ def engine_stage(name: str, actor: type, args: dict, model: ModelConfig, resourc
 
 
 def caption_stage(model: ModelConfig, sampling: SamplingConfig, caption: CaptionConfig, resources: ResourcesConfig,
-                  provenance: Provenance, *, keep_pixels: bool = False,
+                  provenance: Provenance, *, keep_pixels: bool = False, prepared: bool = False,
                   engines: Callable[[ModelConfig, SamplingConfig], Callable[[], Engine]] = EngineFactory) -> Stage:
     """Caption every ``ok`` row with the spec's model on a fixed pool of engine actors.
 
     Args:
         keep_pixels: a later model stage (QA) still needs the image.
+        prepared: the rows carry the prepared model input (a ``prepare`` stage ran) instead of pixels.
         engines: ``engines(model, sampling)`` is the engine builder handed to each actor.
     """
     return engine_stage(
         "caption", CaptionActor,
         dict(engine=engines(model, sampling), family=checked_family(model, "caption"), caption=caption,
              provenance=provenance, keep_pixels=keep_pixels),
-        model, resources, needs=IMAGE_NEEDS, produces=PRODUCES, drops=() if keep_pixels else (C.PIXELS,),
-        sampling=sampling,
+        model, resources, needs=row_needs(prepared), produces=PRODUCES,
+        drops=() if keep_pixels else image_data(prepared), sampling=sampling,
     )
 
 

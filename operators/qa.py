@@ -5,7 +5,7 @@ model. Per ``ok`` row: questions come from the first of ``qa.questions_from`` th
 generated questions are asked of the QA model with the image and its caption; every question
 is then answered with the image. Each generation is post-checked: a pair that fails keeps its
 text and gets a status, and is not exported. The row's own status is the caption's. This is
-the last model stage, so it drops the pixels.
+the last model stage, so it drops the image columns.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from operators.base import PipelineError, Stage
-from operators.caption import IMAGE_NEEDS, checked_family, engine_stage
+from operators.caption import checked_family, engine_stage, row_needs
 from operators.draw import draw
 from operators.metrics import RunMetrics
 from operators.postcheck import check_generation
 from operators.rows import set_columns
-from operators.vlm.engine import Engine, EngineActor, GenerationRequest, GenerationResult, layout_kwargs
+from operators.vlm.engine import IMAGE_COLUMNS, Engine, EngineActor, GenerationRequest, GenerationResult, image_data
 from operators.vlm.factory import EngineFactory
 from operators.vlm.registry import ModelFamily, get_family
 from schemas import columns as C
@@ -103,10 +103,8 @@ class QAActor(EngineActor):
         todo = [i for i in range(n) if statuses[i] == Status.OK.value]
         images = {}
         if todo:
-            pixels = table.column(C.PIXELS)
-            widths, heights = table.column(C.WIDTH).to_pylist(), table.column(C.HEIGHT).to_pylist()
-            images = {i: self.request_image(pixels[i].as_buffer(), widths[i], heights[i]) for i in todo}
-        layouts = layout_kwargs(table)
+            read = self.image_reader(table)
+            images = {i: read(i) for i in todo}
         questions: dict[int, list[tuple[str, str]]] = {}
         generate = []
         for i in todo:
@@ -120,7 +118,7 @@ class QAActor(EngineActor):
             k = self.qa.questions_per_image
             reqs = [GenerationRequest(f"{ids[i]}-ask", self.family.build_prompt(
                 self.qa.generate_prompt.format(caption=(captions[i] or "")[:_CAPTION_CHARS], n=k)), (images[i],),
-                layouts[i])
+                (ids[i],))
                 for i in generate]
             for i, res in zip(generate, await self._ask(reqs, tokens, generate), strict=True):
                 failed = ((res.status, res.error) if res.status != Status.OK
@@ -133,7 +131,7 @@ class QAActor(EngineActor):
                 questions[i] = [(q, "generate") for q in parsed]
         pairs = [(i, q, origin) for i in todo for q, origin in questions.get(i, [])]
         if pairs:
-            reqs = [GenerationRequest(f"{ids[i]}-qa{j}", self.family.build_prompt(q), (images[i],), layouts[i])
+            reqs = [GenerationRequest(f"{ids[i]}-qa{j}", self.family.build_prompt(q), (images[i],), (ids[i],))
                     for j, (i, q, _) in enumerate(pairs)]
             answered = await self._ask(reqs, tokens, [i for i, _, _ in pairs])
             for (i, q, origin), res in zip(pairs, answered, strict=True):
@@ -149,15 +147,18 @@ class QAActor(EngineActor):
                C.QA_GENERATED_TOKENS: [t[1] if qa[i] is not None else None for i, t in enumerate(tokens)],
                C.QA_MODEL_ID: [p.model_id] * n, C.QA_MODEL_REVISION: [p.model_revision] * n,
                C.QA_ENGINE: [self.engine.name] * n, C.QA_SAMPLING_HASH: [p.sampling_hash] * n}
-        table = table.drop_columns([C.PIXELS])
+        table = table.drop_columns([c for c in IMAGE_COLUMNS if c in table.column_names])
         self.stamp_times(out, table)
         return set_columns(table, out)
 
 
 def qa_stage(model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postcheck: PostCheckConfig,
-             resources: ResourcesConfig, provenance: Provenance,
+             resources: ResourcesConfig, provenance: Provenance, *, prepared: bool = False,
              engines: Callable[[ModelConfig, SamplingConfig], Callable[[], Engine]] = EngineFactory) -> Stage:
-    """Visual QA for every ``ok`` row on its own pool of engine actors; drops the pixels.
+    """Visual QA for every ``ok`` row on its own pool of engine actors; drops the image columns.
+
+    Args:
+        prepared: the rows carry the prepared model input (a ``prepare`` stage ran) instead of pixels.
 
     Raises:
         PipelineError: the question settings cannot work (a set origin without a set, a bad format field).
@@ -168,7 +169,7 @@ def qa_stage(model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postche
         qa.generate_prompt.format(caption="", n=1)
     except (KeyError, IndexError) as exc:
         raise PipelineError(f"qa: qa.generate_prompt may use only {{caption}} and {{n}}: {exc}") from None
-    needs = list(IMAGE_NEEDS)
+    needs = list(row_needs(prepared))
     if "generate" in qa.questions_from:
         needs.append(C.CAPTION)
     if "manifest" in qa.questions_from:
@@ -177,5 +178,5 @@ def qa_stage(model: ModelConfig, sampling: SamplingConfig, qa: QAConfig, postche
         "qa", QAActor,
         dict(engine=engines(model, sampling), family=checked_family(model, "qa"), qa=qa, postcheck=postcheck,
              provenance=provenance),
-        model, resources, needs=tuple(needs), produces=PRODUCES, drops=(C.PIXELS,), sampling=sampling,
+        model, resources, needs=tuple(needs), produces=PRODUCES, drops=image_data(prepared), sampling=sampling,
     )

@@ -5,7 +5,8 @@
       [-> content-hash]        curation: dedup.exact, between fetch and decode
       [-> embed]               curation: an embedding section (image vectors, on their own actor pool)
       [-> dedup barrier]       curation: a dedup section; the stages above run first as the index pass
-      -> prepare               when a family lays images out on the CPU (4KHD tiling)
+      -> prepare               the model's input arrays (4KHD: HD layout + tile_grid), for families whose
+                               processor vlmbatch owns (XComposer2), with engines that take them (vLLM)
       -> draw-prompt           when caption.prompts is a prompt set
       -> caption pool -> postcheck
       [-> align]               curation: an alignment section (caption vs image embedding)
@@ -96,24 +97,29 @@ def build_pipeline(spec: JobSpec, run_id: str, engines: Engines = EngineFactory)
         pipe = pipe.then(embed_stage(spec.embedding))
     if spec.dedup is not None:
         pipe = pipe.then(DedupBarrier(spec))
-    if any(f.cpu_prepare is not None for f in families):
-        # The prepared layout (e.g. 4KHD tiling) is the one model's; every pool sees the same pixels.
-        if len({f.name for f in families}) > 1 or len({m.hd_num for m in models}) > 1:
-            raise PipelineError("qa.model: a family with a CPU prepare stage (e.g. xcomposer2-4khd) cannot share "
-                                "one decode with another family or other settings; use the same model for caption "
-                                "and QA")
+    # Resize, HD layout and normalisation on CPU tasks for engines that take the model's input as is
+    # (vLLM with a processor vlmbatch owns), so the engine's process only runs the model.
+    wants = [f.cpu_prepare is not None and m.engine.kind == "vllm" and m.engine.cpu_prepare
+             for f, m in zip(families, models, strict=True)]
+    if any(wants) and (len({f.name for f in families}) > 1 or len({m.hd_num for m in models}) > 1):
+        # The prepared input (e.g. 4KHD's layout at its hd_num) is the one model's; every pool sees the same rows.
+        raise PipelineError("qa.model: a family with a CPU prepare stage (e.g. xcomposer2-4khd) cannot share "
+                            "one decode with another family or other settings; use the same model for caption "
+                            "and QA")
+    prepared = all(wants)  # one stage that wants raw pixels (the transformers reference) keeps them for both
+    if prepared:
         pipe = pipe.then(prepare_stage(families[0].cpu_prepare(spec.model), batch_size=r.cpu_batch_size))
     if spec.caption.prompts:
         pipe = pipe.then(draw_prompt_stage(spec.caption.prompts))
     # Unset sampling fields take the family's card settings; what runs is what is hashed.
     sampling = spec.sampling.resolved(families[0].sampling_defaults)
     pipe = (pipe.then(caption_stage(spec.model, sampling, spec.caption, r, provenance_for(spec, run_id, sampling),
-                                    keep_pixels=qa is not None, engines=engines))
+                                    keep_pixels=qa is not None, prepared=prepared, engines=engines))
             .then(postcheck_stage(spec.postcheck)))
     if spec.alignment is not None:  # curation after captioning
         pipe = pipe.then(align_stage(spec.embedding, spec.alignment))
     if qa is not None:
         qa_sampling = (qa.sampling or spec.sampling).resolved(families[-1].sampling_defaults)
-        pipe = pipe.then(qa_stage(qa.model or spec.model, qa_sampling, qa, spec.postcheck,
-                                  qa.resources or r, qa_provenance(spec, run_id, qa_sampling), engines=engines))
+        pipe = pipe.then(qa_stage(qa.model or spec.model, qa_sampling, qa, spec.postcheck, qa.resources or r,
+                                  qa_provenance(spec, run_id, qa_sampling), prepared=prepared, engines=engines))
     return pipe

@@ -73,6 +73,11 @@ def init_ray(run: RunConfig) -> None:
         kwargs["_node_ip_address"] = "127.0.0.1"
         if run.num_cpus:
             kwargs["num_cpus"] = run.num_cpus
+        if "RAY_kill_idle_workers_interval_ms" not in os.environ:
+            # Ray kills CPU workers idle for a second past num_cpus of them: during the engine's load the
+            # fetch/decode workers die, and the first post-check task then starts a fresh worker (imports,
+            # ~1 s of CPU) in the middle of the engine's steady state. One job owns this instance: keep them.
+            kwargs["_system_config"] = {"kill_idle_workers_interval_ms": 0}
     ray.init(**kwargs)
 
 

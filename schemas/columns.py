@@ -28,6 +28,10 @@ PIXELS = "pixels"
 # for the run's throughput figure (pipeline/figures.py).
 DONE_AT = "done_at"
 ENGINES_READY_AT = "engines_ready_at"
+# An image already in the model's input form (a family's CPU preparer: resized, tiled, normalised):
+# the array's float32 bytes in C order, and its shape. Present instead of ``pixels`` past ``prepare``.
+MODEL_INPUT = "model_input"
+MODEL_INPUT_SHAPE = "model_input_shape"
 
 # Row outcome.
 STATUS = "status"
@@ -41,9 +45,9 @@ ORIG_HEIGHT = "orig_height"
 ORIG_FORMAT = "orig_format"
 NUM_FRAMES = "num_frames"
 
-# Image layout made on the CPU stage (issue 13): [rows, columns] of the tiles a family's CPU
-# preparation cut the image into (4KHD), null where the family lays nothing out. Its presence is
-# what tells the engine the image is already laid out.
+# Image layout made on the CPU prepare stage: [rows, columns] of the tiles a family's CPU
+# preparation cut the image into (4KHD; committed with the row). The engine learns that an image is
+# prepared from its form (the model_input columns, a PreparedImage), the layout from its shape.
 TILE_GRID = "tile_grid"
 
 # Generation.
@@ -152,10 +156,13 @@ TYPES: dict[str, pa.DataType] = {
     PIXELS: pa.binary(),
     DONE_AT: pa.float64(),
     ENGINES_READY_AT: pa.float64(),
+    MODEL_INPUT: pa.large_binary(),  # 4KHD at hd_num 55 is ~75 MB a row: past binary's 2 GiB per block
+    MODEL_INPUT_SHAPE: pa.list_(pa.int32()),
 }
 
-#: Columns that travel between stages but are never committed (bytes, pixels, manifest questions, timings).
-TRANSIENT = frozenset({IMAGE_BYTES, PIXELS, QUESTIONS, DONE_AT, ENGINES_READY_AT})
+#: Columns that travel between stages but are never committed (bytes, pixels, model inputs, manifest questions,
+#: timings).
+TRANSIENT = frozenset({IMAGE_BYTES, PIXELS, MODEL_INPUT, MODEL_INPUT_SHAPE, QUESTIONS, DONE_AT, ENGINES_READY_AT})
 
 #: Columns every committed row has a value in (non-nullable in the record schema).
 REQUIRED = frozenset({ID, SOURCE, STATUS})

@@ -117,6 +117,10 @@ class EngineConfig(_Strict):
     cpu_kvcache_gib: int = Field(1, ge=1, description="KV cache size in GiB for vLLM's CPU build.")
     limit_images_per_prompt: int = Field(1, ge=1, description="Most images one prompt carries.")
     load_format: str = Field("auto", description="vLLM load format; 'dummy' gives random weights for benchmarks.")
+    cpu_prepare: bool = Field(
+        True, description="For families whose image processor vlmbatch owns (XComposer2): resize, tile and "
+        "normalise images on the CPU prepare stage, so the vLLM engine's process only runs the model; false "
+        "leaves that to the engine's processor (same arrays, more CPU in the engine's process).")
     seed: int = Field(0, description="Engine seed.")
 
 

@@ -14,7 +14,9 @@ from operators.vlm.registry import get_family
 
 MAX_TOKENS = 6
 TOP = 20
-#: 4KHD tiles per image in the reference comparison (the goldens carry their own hd_num per case).
+#: 4KHD tiles per image in the reference comparison, asked per request (the goldens carry their own hd_num per
+#: case). Not an engine-wide setting: vLLM sizes its encoder cache from the engine-wide hd_num, and the golden
+#: cases at hd_num 25 (3817 image tokens) must fit in it.
 PARITY_HD_NUM = 4
 
 
@@ -46,10 +48,16 @@ def _cases(variant: str):
     ]
 
 
-def compare_with_reference(llm, ref, tok, variant: str) -> tuple[float, int, int, int]:
+def compare_with_reference(llm, ref, tok, variant: str,
+                           prepared_from: str | None = None) -> tuple[float, int, int, int]:
     """Run every case through ``llm`` greedily and compare with ``ref``.
 
     Asserts, per case: the expanded prompt token by token and the greedy tokens exactly.
+
+    Args:
+        prepared_from: a model directory: send each image as the pipeline does, as the model input the
+            family's CPU preparer makes for that model (``operators/vlm/xcomposer2/cpu.py``), instead
+            of the raw image the plugin's processor prepares itself.
 
     Returns:
         (max |d logprob| over every compared entry, entries compared, greedy tokens agreeing, greedy tokens).
@@ -60,11 +68,23 @@ def compare_with_reference(llm, ref, tok, variant: str) -> tuple[float, int, int
     image_id = tok.convert_tokens_to_ids("<ImageHere>")
     cases = _cases(variant)
     prompts = []
-    for _, text, images in cases:
+    for name, text, images in cases:
         p: dict = {"prompt_token_ids": card_prompt_ids(text, tok)}
-        if images:
+        if images and prepared_from:
+            from operators.vlm.engine import GenerationRequest, PreparedImage
+            from operators.vlm.vllm_engine import vllm_prompt
+            from schemas.spec import ModelConfig
+
+            # The preparer the pipeline's prepare stage gets, at the hd_num the engine and reference use.
+            model = ModelConfig.model_validate({"family": f"xcomposer2-{variant}", "model_id": prepared_from,
+                                                "hd_num": PARITY_HD_NUM if variant == "4khd" else None})
+            prepare = get_family(model.family).cpu_prepare(model)
+            keys = tuple(f"{name}-{k}" for k in range(len(images)))
+            request = GenerationRequest(name, text, tuple(PreparedImage(prepare(im)[0]) for im in images), keys)
+            p = vllm_prompt(request, p["prompt_token_ids"])
+        elif images:
             p["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
-            if variant == "4khd":  # the reference's layout, whatever the engine's default
+            if variant == "4khd":  # per request: the engine-wide hd_num stays the goldens' (its encoder cache too)
                 p["mm_processor_kwargs"] = {"hd_num": PARITY_HD_NUM}
         prompts.append(p)
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, logprobs=len(tok),

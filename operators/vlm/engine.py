@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,29 +21,26 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """One prompt with its images: PIL images, or H x W x 3 uint8 RGB arrays for an engine
-    whose ``takes_arrays`` is true (see :func:`request_image`).
+class PreparedImage:
+    """One image already in its model's input form, made by the family's CPU preparer
+    (``ModelFamily.cpu_prepare``): e.g. XComposer2-VL's normalised float32 3 x 490 x 490 array.
+    The engine hands it to the model as is; only engines that take prepared input get these."""
 
-    ``processor_kwargs``: per-request settings for the engine's multimodal processor; today
-    ``{"hd_grids": [[rows, cols], ...]}``, one per image, for images the CPU stage already laid out
-    (4KHD; see :func:`layout_kwargs`). None: raw images, engine-wide settings.
-    """
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt with its images: PIL images, H x W x 3 uint8 RGB arrays for an engine whose
+    ``takes_arrays`` is true (see :func:`request_image`), or :class:`PreparedImage` s (the CPU
+    ``prepare`` stage made the model's input; its form is the only mark of a prepared image)."""
 
     request_id: str
     prompt: str
-    images: tuple[Image.Image | np.ndarray, ...]
-    processor_kwargs: Mapping[str, object] | None = None
-
-
-def layout_kwargs(table) -> list[dict | None]:
-    """Per row of ``table``, the ``processor_kwargs`` marking its image as laid out by the CPU stage
-    (from the ``tile_grid`` column), or None for a raw image / a table without the column."""
-    from schemas import columns as C
-
-    if C.TILE_GRID not in table.column_names:
-        return [None] * table.num_rows
-    return [{"hd_grids": [list(g)]} if g is not None else None for g in table.column(C.TILE_GRID).to_pylist()]
+    images: tuple[Image.Image | np.ndarray | PreparedImage, ...]
+    #: A stable identity per image (its row id), or () for none: an engine may key its caches by it
+    #: instead of hashing the image's content (requests about one image share it).
+    image_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,31 @@ def request_image(buffer, width: int, height: int, as_array: bool) -> Image.Imag
     return Image.frombuffer("RGB", (width, height), buffer, "raw", "RGB", 0, 1)
 
 
+def prepared_image(buffer, shape: list[int]) -> PreparedImage:
+    """One row's model input (float32 bytes of ``shape``, C order) as a :class:`PreparedImage` (a view, no copy).
+
+    Raises:
+        ValueError: ``buffer`` does not hold an array of ``shape``.
+    """
+    import numpy as np
+
+    return PreparedImage(np.frombuffer(buffer, dtype=np.float32).reshape(shape))
+
+
+#: Every column that carries a row's image to a model stage (raw pixels or the prepared model input).
+IMAGE_COLUMNS = (C.PIXELS, C.MODEL_INPUT, C.MODEL_INPUT_SHAPE)
+
+
+def image_data(prepared: bool) -> tuple[str, ...]:
+    """The columns that hold a row's image (what the last model stage drops): model input or pixels."""
+    return (C.MODEL_INPUT, C.MODEL_INPUT_SHAPE) if prepared else (C.PIXELS,)
+
+
+def image_needs(prepared: bool) -> tuple[str, ...]:
+    """The columns a model stage reads a row's image from: the model input past ``prepare``, else pixels."""
+    return image_data(True) if prepared else (C.PIXELS, C.WIDTH, C.HEIGHT)
+
+
 class EngineDead(RuntimeError):
     """The engine can serve nothing more; the actor must be replaced."""
 
@@ -138,6 +160,17 @@ class EngineActor:
         """One row's pixels as :func:`request_image` makes them, in the form this actor's engine takes
         (arrays where its ``takes_arrays`` is true, PIL images where it is false or absent)."""
         return request_image(buffer, width, height, getattr(self.engine, "takes_arrays", False))
+
+    def image_reader(self, table: pa.Table):
+        """``read(i)``: row ``i``'s image for a request: its prepared model input when the rows carry
+        one (the ``prepare`` stage ran), else its pixels (:meth:`request_image`). ``read`` raises
+        ``ValueError`` for a row whose data does not make an image."""
+        if C.MODEL_INPUT in table.column_names:
+            data, shapes = table.column(C.MODEL_INPUT), table.column(C.MODEL_INPUT_SHAPE).to_pylist()
+            return lambda i: prepared_image(data[i].as_buffer(), shapes[i])
+        pixels = table.column(C.PIXELS)
+        widths, heights = table.column(C.WIDTH).to_pylist(), table.column(C.HEIGHT).to_pylist()
+        return lambda i: self.request_image(pixels[i].as_buffer(), widths[i], heights[i])
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """``self.engine.generate``, counted in the queue-depth gauge of ``self.metrics`` (when the actor has one);

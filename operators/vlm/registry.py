@@ -36,9 +36,13 @@ class ModelFamily:
         system_block: format string for the system part; '' when the family has no system turn.
         system_always: format the system block even for an empty system prompt (templates that do).
         image_separator: text after each image placeholder, before the instruction.
-        cpu_prepare: ``cpu_prepare(model_config)`` returns a picklable function ``PIL image -> (PIL image,
-            tile grid or None)`` that the pipeline's CPU stage applies before the engine (e.g. the 4KHD
-            layout; the grid marks the image as laid out); None for none.
+        cpu_prepare: ``cpu_prepare(model_config)`` returns a picklable function ``PIL image (RGB) ->
+            (numpy array, tile grid or None)``: the model's input for that image (resized, laid out in
+            tiles, normalised; float32, C order) and, for a preparer whose ``tiles`` is true (4KHD), the
+            (rows, cols) grid it cut, which the row records. The pipeline's CPU ``prepare`` stage makes
+            it for engines that take prepared input (vLLM with a processor vlmbatch owns), so the
+            engine's process only runs the model. None: the engine's own processor prepares images
+            (vLLM's for InternVL and LLaVA).
         reference_loader: ``reference_loader(model_config)`` returns (processor, model) for the
             transformers engine when transformers has no class for the family; None for Auto classes.
         transformers_reference: whether the transformers engine can run the family at all (False:

@@ -42,8 +42,6 @@ class TransformersEngine:
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model.to(self._device)
         self._sampling = sampling.resolved(family.sampling_defaults)
-        # Only the project's own reference processors take per-request layout settings (4KHD tile grids).
-        self._takes_layout = family.reference_loader is not None
         self._max_len = model.engine.max_model_len
         tok = self._processor.tokenizer
         stop_ids = [tok.convert_tokens_to_ids(s) for s in family.stop]
@@ -55,10 +53,8 @@ class TransformersEngine:
         import torch
 
         s = self._sampling
-        layout = request.processor_kwargs if self._takes_layout else None
-        extra = {"processor_kwargs": layout} if layout else {}
         inputs = self._processor(
-            text=[request.prompt], images=list(request.images) or None, return_tensors="pt", **extra
+            text=[request.prompt], images=list(request.images) or None, return_tensors="pt"
         ).to(self._device)
         n_prompt = int(inputs["input_ids"].shape[1])
         if self._max_len and n_prompt + 1 > self._max_len:

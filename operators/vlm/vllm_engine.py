@@ -12,9 +12,10 @@ import inspect
 import logging
 import os
 import uuid
+import warnings
 
 from operators.rows import error_text
-from operators.vlm.engine import EngineDead, GenerationRequest, GenerationResult
+from operators.vlm.engine import EngineDead, GenerationRequest, GenerationResult, PreparedImage
 from operators.vlm.gptq import quantization_of
 from operators.vlm.registry import ModelFamily
 from schemas.spec import ModelConfig, SamplingConfig
@@ -90,12 +91,39 @@ def sampling_params(sampling: SamplingConfig, family: ModelFamily):
     )
 
 
+def vllm_prompt(request: GenerationRequest, token_ids: list[int] | None = None) -> dict:
+    """``request`` as a vLLM prompt dict: its text, or ``token_ids`` where given (the family's card tokenisation).
+
+    Prepared images (:class:`PreparedImage`) go in the form the plugins' processors recognise as
+    prepared, ``{"pixel_values": [tensor, ...]}`` (``operators/vlm/vllm_prepared.py``); raw images as
+    vLLM takes them. Image keys become ``multi_modal_uuids``: vLLM then keys its multimodal caches by
+    the row id instead of hashing every image's bytes in the front end.
+    """
+    prompt: dict = {"prompt_token_ids": list(token_ids)} if token_ids is not None else {"prompt": request.prompt}
+    images = request.images
+    if not images:
+        return prompt
+    if all(isinstance(im, PreparedImage) for im in images):
+        import torch
+
+        with warnings.catch_warnings():  # a read-only view of the Arrow buffer; vLLM only reads it
+            warnings.simplefilter("ignore", UserWarning)
+            prompt["multi_modal_data"] = {"image": {"pixel_values": [torch.from_numpy(im.array) for im in images]}}
+    else:
+        prompt["multi_modal_data"] = {"image": list(images) if len(images) > 1 else images[0]}
+    if request.image_keys and len(request.image_keys) == len(images):
+        prompt["multi_modal_uuids"] = {"image": list(request.image_keys)}
+    return prompt
+
+
 class VLLMEngine:
     """An ``AsyncLLM`` for one model, with per-request statuses."""
 
     # vLLM takes H x W x 3 uint8 arrays as images and hashes and processes them without the
     # copies a PIL image costs (PIL -> bytes for the cache key, PIL -> tensor for the processor).
     takes_arrays = True
+    # Prepared images (a family's CPU preparer made the model input) go to the plugins' processors as is.
+    takes_prepared = True
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, family: ModelFamily):
         if _on_cpu():
@@ -154,18 +182,11 @@ class VLLMEngine:
         return self._tokenizer
 
     def request_prompt(self, request: GenerationRequest) -> dict:
-        """vLLM's prompt for ``request``: token ids where the family tokenises as its card does, else text;
-        images and per-request processor settings (e.g. 4KHD tile grids) alongside."""
+        """vLLM's prompt for ``request`` (:func:`vllm_prompt`): token ids where the family tokenises as its
+        card does, else text."""
         if self._family.encode_prompt is not None:
-            prompt: dict = {"prompt_token_ids": self._family.encode_prompt(request.prompt, self.tokenizer())}
-        else:
-            prompt = {"prompt": request.prompt}
-        if request.images:
-            prompt["multi_modal_data"] = {"image": list(request.images) if len(request.images) > 1
-                                          else request.images[0]}
-        if request.processor_kwargs:
-            prompt["mm_processor_kwargs"] = dict(request.processor_kwargs)
-        return prompt
+            return vllm_prompt(request, self._family.encode_prompt(request.prompt, self.tokenizer()))
+        return vllm_prompt(request)
 
     def _failed(self, exc: Exception) -> GenerationResult:
         if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError") and self._engine.errored:

@@ -18,13 +18,14 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth")
+NAMES = ("overhead", "vs_ray_llm", "vs_transformers", "preprocess", "growth", "plora")
 
 
 def test_each_bench_writes_its_result(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "VLMBATCH_BENCH_CACHE": str(tmp_path / "cache")}
     env.pop("RAY_ADDRESS", None)
-    extra = {"growth_base": 2, "growth_scales": [1, 2], "preprocess_images": 8}
+    extra = {"growth_base": 2, "growth_scales": [1, 2], "preprocess_images": 8,
+             "plora_dims": "tiny", "plora_batches": [1, 4], "plora_context": 32, "plora_steps": 2}
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", *NAMES, "--runs", "1", "--num-images", "4", "--max-tokens", "2",
          "--batch-size", "2", "--engine", "transformers", "--results-dir", str(tmp_path / "results"),

@@ -2,7 +2,9 @@
 
 One vLLM engine per variant for the whole module, chunked prefill forced (``max_num_batched_tokens``
 64, smaller than one prompt), every case in one batch: text-only, one image, a long and a short
-prompt, two images in one prompt, different image sizes; the VL model again with tensor parallelism 2. Compared:
+prompt, two images in one prompt, different image sizes; the VL model again with tensor parallelism 2.
+Each engine runs the cases twice: with raw images (the plugin's processor prepares them) and with the
+model inputs the pipeline's CPU stage makes (passed through untouched). Compared:
 
 * the expanded prompt (placeholder layout and count) token by token;
 * greedy tokens, exactly;
@@ -59,10 +61,7 @@ def engine(request, tiny_models):
                           VLLM_CPU_NUM_OF_RESERVED_CPU="0")
         extra = dict(tensor_parallel_size=tp, distributed_executor_backend="mp")
     try:
-        if variant == "4khd":
-            # The engine's default sizes the encoder cache: the goldens' (hd_num 25 lays one image out
-            # in up to 3817 tokens); the reference cases ask for their small layout per request.
-            extra["mm_processor_kwargs"] = {"hd_num": load_golden("xcomposer2-4khd")["hd_num_default"]}
+        # 4KHD golden cases lay one image out in up to 3817 tokens (hd_num 25).
         llm = LLM(model=path, tokenizer=path, dtype="float32", enforce_eager=True, max_model_len=8192,
                   max_num_batched_tokens=64, enable_chunked_prefill=True, max_num_seqs=8,
                   limit_mm_per_prompt={"image": 3}, max_logprobs=len(tok), seed=0, **extra)
@@ -74,14 +73,17 @@ def engine(request, tiny_models):
                 os.environ[k] = v
     ref = XComposer2Reference.from_pretrained(path)
     ref.config.hd_num = PARITY_HD_NUM
-    yield f"{variant}" + (f"-tp{tp}" if tp > 1 else ""), variant, llm, ref, tok
+    yield f"{variant}" + (f"-tp{tp}" if tp > 1 else ""), variant, llm, ref, tok, path
     shutdown_llm(llm)
 
 
-def test_plugin_matches_reference(engine):
-    label, variant, llm, ref, tok = engine
-    worst, compared, agree, total = compare_with_reference(llm, ref, tok, variant)
-    print(f"\nxcomposer2-{label}: max |dlogprob| {worst:.3e} over {compared} entries; "
+@pytest.mark.parametrize("images", ["raw", "prepared"])
+def test_plugin_matches_reference(engine, images):
+    """Raw images (the plugin's processor prepares them) and prepared ones (the pipeline's CPU stage did)."""
+    label, variant, llm, ref, tok, path = engine
+    worst, compared, agree, total = compare_with_reference(llm, ref, tok, variant,
+                                                           prepared_from=path if images == "prepared" else None)
+    print(f"\nxcomposer2-{label} ({images} images): max |dlogprob| {worst:.3e} over {compared} entries; "
           f"greedy agreement {agree}/{total}")
     assert worst < TOL
 
@@ -93,7 +95,7 @@ def test_plugin_matches_the_public_code_goldens(engine, tiny_models):
     from operators.vlm.families.xcomposer2 import card_prompt_ids
     from operators.vlm.registry import get_family
 
-    label, variant, llm, _, tok = engine
+    label, variant, llm, _, tok, _ = engine
     golden = load_golden(f"xcomposer2-{variant}")
     family = get_family(f"xcomposer2-{variant}")
     assert family.default_system_prompt == golden["meta_instruction"], "the cards' meta instruction"

@@ -136,3 +136,53 @@ def test_request_image_array_view_pil_copy_and_ambiguous_heights():
         pass
     else:
         raise AssertionError("a buffer of the wrong size must raise ValueError")
+
+
+class PreparedEngine(FakeEngine):
+    """An engine that takes prepared model input (like the vLLM engine)."""
+
+    takes_arrays = takes_prepared = True
+
+    async def generate(self, requests):
+        self.seen = requests
+        return [GenerationResult("ok text", 30, 2, "stop") for _ in requests]
+
+
+def test_prepared_rows_reach_the_engine_as_prepared_images_keyed_by_row_id():
+    import numpy as np
+
+    from operators.vlm.engine import PreparedImage
+
+    arrays = {"p": np.arange(3 * 2 * 5, dtype=np.float32).reshape(3, 2, 5), "q": np.ones((3, 4, 4), np.float32)}
+    t = pa.table({
+        C.ID: ["p", "q", "short", "failed"], C.SOURCE: ["s"] * 4, C.STATUS: ["ok", "ok", "ok", "decode_error"],
+        C.ERROR: [None, None, None, "x"],
+        C.MODEL_INPUT: pa.array([arrays["p"].tobytes(), arrays["q"].tobytes(), b"\x00" * 7, None], pa.large_binary()),
+        C.MODEL_INPUT_SHAPE: [[3, 2, 5], [3, 4, 4], [3, 2, 5], None],
+    })
+    engine = PreparedEngine({})
+    out = asyncio.run(actor(engine)(t))
+    rows = {r[C.ID]: r for r in out.to_pylist()}
+    assert [rows[k][C.STATUS] for k in ("p", "q", "short", "failed")] == ["ok", "ok", "generation_error",
+                                                                           "decode_error"]
+    assert not {C.MODEL_INPUT, C.MODEL_INPUT_SHAPE} & set(out.column_names)
+    for request in engine.seen:
+        (image,) = request.images
+        assert isinstance(image, PreparedImage) and request.image_keys == (request.request_id,)
+        np.testing.assert_array_equal(image.array, arrays[request.request_id])
+
+
+def test_vllm_prompts_carry_prepared_images_in_the_marked_form_and_row_keys():
+    import numpy as np
+
+    from operators.vlm.engine import GenerationRequest, PreparedImage
+    from operators.vlm.vllm_engine import vllm_prompt
+
+    prepared = PreparedImage(np.zeros((3, 4, 4), np.float32))
+    p = vllm_prompt(GenerationRequest("r", "text", (prepared,), ("row-1",)))
+    (tensor,) = p["multi_modal_data"]["image"]["pixel_values"]  # the form the plugins' processors mark prepared
+    assert tuple(tensor.shape) == (3, 4, 4) and p["multi_modal_uuids"] == {"image": ["row-1"]}
+    raw = np.zeros((2, 4, 3), np.uint8)
+    p = vllm_prompt(GenerationRequest("r", "text", (raw,)))
+    assert p["multi_modal_data"]["image"] is raw and "multi_modal_uuids" not in p
+    assert vllm_prompt(GenerationRequest("r", "text only", ())) == {"prompt": "text only"}

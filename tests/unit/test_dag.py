@@ -163,3 +163,24 @@ def test_engine_pools_survive_node_loss_and_can_be_pinned():
     kwargs = caption.apply(RecordingDataset()).kwargs
     assert kwargs["max_restarts"] == -1 and kwargs["max_task_retries"] == -1
     assert kwargs["resources"] == {"gpu": 1.0}
+
+
+@pytest.mark.parametrize(("family", "kind", "cpu_prepare", "stages"), [
+    ("xcomposer2-vl", "vllm", True, "list -> fetch -> decode -> prepare -> caption -> postcheck"),
+    ("xcomposer2-4khd", "vllm", True, "list -> fetch -> decode -> prepare -> caption -> postcheck"),
+    ("xcomposer2-4khd", "vllm", False, "list -> fetch -> decode -> caption -> postcheck"),
+    ("xcomposer2-4khd", "transformers", True, "list -> fetch -> decode -> caption -> postcheck"),
+    ("internvl", "vllm", True, "list -> fetch -> decode -> caption -> postcheck"),
+])
+def test_the_model_input_is_prepared_on_cpu_for_engines_that_take_it(family, kind, cpu_prepare, stages):
+    spec = SPEC.model_copy(update={"model": SPEC.model.model_validate(
+        {"family": family, "model_id": "/m", "engine": {"kind": kind, "cpu_prepare": cpu_prepare}})})
+    pipe = build_pipeline(spec, "r1")
+    cols = pipe.validate(WRITER_NEEDS)
+    assert pipe.describe() == stages
+    assert not {C.PIXELS, C.MODEL_INPUT, C.MODEL_INPUT_SHAPE} & set(cols)  # transient: never committed
+    # Prepared or not, the committed record is the caption record; a 4KHD layout made on the CPU stage
+    # is recorded with it (tile_grid), the one column the prepare stage commits.
+    assert (C.TILE_GRID in cols) == (family == "xcomposer2-4khd" and "prepare" in stages)
+    base = record_schema(build_pipeline(SPEC, "r1").validate(WRITER_NEEDS))
+    assert record_schema(c for c in cols if c != C.TILE_GRID) == base

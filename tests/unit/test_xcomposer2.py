@@ -106,7 +106,8 @@ def test_family_prompt_matches_the_model_card():
     full = fam.build_prompt("Describe.")
     assert full.startswith("[UNUSED_TOKEN_146]system\nYou are an AI assistant whose name is InternLM-XComposer")
     assert fam.stop == ("[UNUSED_TOKEN_145]",)
-    assert get_family("xcomposer2-4khd").cpu_prepare is not None and fam.cpu_prepare is None
+    # Both variants' images are prepared on the CPU stage (vlmbatch owns their processor).
+    assert get_family("xcomposer2-4khd").cpu_prepare is not None and fam.cpu_prepare is not None
     assert dict(fam.sampling_defaults) == {"repetition_penalty": 1.005}
 
 
@@ -271,28 +272,39 @@ def test_tensor_parallel_wqkv_bookkeeping(tp):
         torch.testing.assert_close(v, v_full.chunk(tp, dim=-1)[r])
 
 
-def test_prepare_stage_lays_out_ok_rows_and_passes_failures():
+def test_prepare_stage_makes_the_model_input_and_passes_failures():
+    import numpy as np
     import pyarrow as pa
     from PIL import Image
 
     from operators.prepare import PrepareBatch
-    from operators.vlm.xcomposer2.cpu import hd_preparer
+    from operators.vlm.xcomposer2.cpu import hd_preparer, model_input_4khd, vl_preparer
+    from operators.vlm.xcomposer2.hd import normalize
     from schemas import columns as C
 
     im = Image.new("RGB", (1000, 300), (0, 0, 0))
+    im.paste((250, 10, 10), (100, 50, 400, 250))
     table = pa.table({
         C.ID: ["a", "b"], C.PIXELS: [im.tobytes(), None], C.WIDTH: [1000, None], C.HEIGHT: [300, None],
         C.STATUS: ["ok", "not_an_image"], C.ERROR: [None, "bytes are not an image"],
     })
-    out = PrepareBatch(hd_preparer("internlm/internlm-xcomposer2-4khd-7b"))(table).to_pylist()
-    # hd_num 25 crops of 336: 8 across, 1008 / 3.33 rows -> 3 rows of crops.
-    assert (out[0][C.WIDTH], out[0][C.HEIGHT], out[0][C.STATUS]) == (2688, 1008, "ok")
-    assert out[0][C.TILE_GRID] == [3, 8]
-    assert len(out[0][C.PIXELS]) == 2688 * 1008 * 3
-    assert out[1][C.STATUS] == "not_an_image" and out[1][C.PIXELS] is None and out[1][C.TILE_GRID] is None
+    out = PrepareBatch(hd_preparer("internlm/internlm-xcomposer2-4khd-7b"))(table)
+    assert C.PIXELS not in out.column_names  # the raw pixels stop here
+    rows = out.to_pylist()
+    # hd_num 25 crops of 336: 8 across, 1008 / 3.33 rows -> 3 rows of crops; channels first.
+    assert rows[0][C.MODEL_INPUT_SHAPE] == [3, 1008, 2688] and rows[0][C.STATUS] == "ok"
+    array = np.frombuffer(rows[0][C.MODEL_INPUT], dtype=np.float32).reshape(rows[0][C.MODEL_INPUT_SHAPE])
+    np.testing.assert_array_equal(array, model_input_4khd(im, 25, 336)[0])
+    np.testing.assert_array_equal(array, normalize(hd_transform(im, 25)))  # layout, then CLIP normalisation
+    # The layout is recorded on the row: its tile grid, and the laid-out size the model saw.
+    assert rows[0][C.TILE_GRID] == [3, 8] and (rows[0][C.WIDTH], rows[0][C.HEIGHT]) == (2688, 1008)
+    assert rows[1][C.STATUS] == "not_an_image" and rows[1][C.MODEL_INPUT] is None and rows[1][C.TILE_GRID] is None
     # The spec's hd_num wins over the checkpoint's (the 4KHD card's examples use 55).
     assert PrepareBatch(hd_preparer("internlm/internlm-xcomposer2-4khd-7b", 55))(table).to_pylist()[0][C.TILE_GRID] \
         == [4, 13]
+    vl = PrepareBatch(vl_preparer("internlm/internlm-xcomposer2-vl-7b"))(table)
+    assert C.TILE_GRID not in vl.column_names  # VL cuts no tiles: nothing to record, the decoded size stays
+    assert vl.to_pylist()[0][C.MODEL_INPUT_SHAPE] == [3, 490, 490] and vl.to_pylist()[0][C.WIDTH] == 1000
 
 
 def test_vl_1_8b_shape_has_the_published_dimensions_vocabulary_and_lora_rank(tmp_path):
@@ -319,3 +331,36 @@ def test_vl_1_8b_shape_has_the_published_dimensions_vocabulary_and_lora_rank(tmp
     assert shapes["vision_proj.0.weight"] == (2048, 1024) and shapes["vision_proj.2.weight"] == (2048, 2048)
     assert shapes["vit.vision_tower.vision_model.embeddings.position_embedding.weight"] == (35 * 35 + 1, 1024)
     assert "model.layers.24.attention.wqkv.weight" not in shapes
+
+
+def test_prepare_stage_fails_a_row_not_its_batch():
+    import pyarrow as pa
+
+    from operators.prepare import PrepareBatch
+    from operators.vlm.xcomposer2.cpu import vl_preparer
+    from schemas import columns as C
+
+    table = pa.table({C.ID: ["short", "fine"], C.PIXELS: [b"\x00" * 5, b"\x00" * 12], C.WIDTH: [2, 2],
+                      C.HEIGHT: [2, 2], C.STATUS: ["ok", "ok"], C.ERROR: [None, None]})
+    rows = PrepareBatch(vl_preparer("x"))(table).to_pylist()
+    assert rows[0][C.STATUS] == "decode_error" and "not enough image data" in rows[0][C.ERROR]
+    assert rows[1][C.STATUS] == "ok" and rows[1][C.MODEL_INPUT_SHAPE] == [3, 490, 490]
+
+
+def test_the_plugin_parser_tells_prepared_images_from_raw_ones_by_their_form():
+    import numpy as np
+    import torch
+    from vllm.multimodal.parse import ImageProcessorItems, MultiModalDataParser
+
+    from operators.vlm.vllm_prepared import PreparedImageItems, prepared_parser
+
+    parser = prepared_parser(MultiModalDataParser())
+    items = parser.parse_mm_data({"image": {"pixel_values": [torch.zeros(3, 56, 112), torch.zeros(3, 56, 56)]}})
+    prepared = items.get_items("image", PreparedImageItems)
+    assert prepared.get_count() == 2 and prepared.get_processor_data() == {}
+    assert [tuple(t.shape) for t in prepared.get_passthrough_data()["pixel_values"]] == [(3, 56, 112), (3, 56, 56)]
+    # A raw image, even one whose sides are multiples of the crop, stays raw: nothing is guessed from its size.
+    raw = parser.parse_mm_data({"image": np.zeros((336, 336, 3), np.uint8)})
+    assert isinstance(raw["image"], ImageProcessorItems)
+    with pytest.raises(ValueError, match="pixel_values"):
+        parser.parse_mm_data({"image": {"image_embeds": torch.zeros(4, 8)}})

@@ -17,8 +17,10 @@ published use serves that layout, so it is not offered.) Generation: the card's 
 ``repetition_penalty=1.005`` where the spec sets none.
 
 Images: VL resizes to 490x490 (both sizes); 4KHD lays the image out in up to ``hd_num`` crops of
-336 on the CPU stage (``operators/vlm/xcomposer2/hd.py``), ``hd_num`` from the spec (the card's
-examples use 55) or the checkpoint (25).
+336 (``operators/vlm/xcomposer2/hd.py``), ``hd_num`` from the spec (the card's examples use 55) or
+the checkpoint (25). With the vLLM engine both happen on the CPU ``prepare`` stage, with the
+normalisation, into the model's input array (``operators/vlm/xcomposer2/cpu.py``); 4KHD rows record
+their tile grid there.
 """
 
 from __future__ import annotations
@@ -77,6 +79,12 @@ def card_prompt_ids(prompt: str, tokenizer) -> list[int]:
     return ids
 
 
+def _cpu_prepare_vl(model):
+    from operators.vlm.xcomposer2.cpu import vl_preparer
+
+    return vl_preparer(model.model_id)
+
+
 def _cpu_prepare_4khd(model):
     from operators.vlm.xcomposer2.cpu import hd_preparer
 
@@ -115,8 +123,9 @@ XCOMPOSER2_VL = register(
         system_block=_SYSTEM,
         default_system_prompt=META_INSTRUCTION,
         stop=("[UNUSED_TOKEN_145]",),
-        # The engine resizes to 490x490; twice that keeps the one resize close to the card's own.
+        # The model sees 490x490; twice that keeps the one resize close to the card's own.
         max_side=980,
+        cpu_prepare=_cpu_prepare_vl,
         make_tiny=_make_tiny_vl,
         reference_loader=_reference,
         encode_prompt=card_prompt_ids,

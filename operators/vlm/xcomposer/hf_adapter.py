@@ -24,7 +24,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class V1Processor(ReferenceProcessor):
     """XComposer2's processor with v1's inputs: one fixed-size image embedding, the tokenizer's own ids."""
 
-    def encode(self, image, hd_num: int | None, grid: tuple[int, int] | None) -> torch.Tensor:
+    def encode(self, image, hd_num: int | None) -> torch.Tensor:
         return self._model.encode_image(image)
 
     def prompt_ids(self, prompt: str) -> list[int]:

@@ -24,22 +24,30 @@ class XComposerProcessingInfo(XComposer2ProcessingInfo):
     def image_size(self) -> int:
         return int(self.get_hf_config().eva()["image_size"])
 
-    def prepare(self, image, mm_kwargs: Mapping[str, object] | None = None, index: int = 0):
-        """The image the vision tower sees: a bicubic resize to the tower's size (a no-op when already there).
-
-        v1 has one fixed layout: the per-request layout arguments of XComposer2's interface are ignored.
-        """
+    def model_input(self, image, mm_kwargs: Mapping[str, object] | None = None):
+        """A raw image's model input: bicubic resize to the tower's size (a no-op when already there), normalised,
+        3 x size x size float32 (``vis_processor``, ``operators/vlm/xcomposer/image.py``)."""
         import torch
         from PIL import Image
 
-        from operators.vlm.xcomposer2.hd import prepare_vl
+        from operators.vlm.xcomposer.image import pixel_values
 
         if not isinstance(image, Image.Image):
             image = Image.fromarray(image if not isinstance(image, torch.Tensor) else image.numpy())
-        return prepare_vl(image, self.image_size())
+        return pixel_values(image, self.image_size()).numpy()
 
-    def num_image_tokens(self, width: int, height: int, mm_kwargs: Mapping[str, object] | None = None,
-                         index: int = 0) -> int:
+    def num_input_tokens(self, height: int, width: int) -> int:
+        """Tokens of a prepared input (the tower's square), the same for every image.
+
+        Raises:
+            ValueError: the input is not the tower's size.
+        """
+        size = self.image_size()
+        if (height, width) != (size, size):
+            raise ValueError(f"a prepared XComposer input is {size}x{size}; got {width}x{height}")
+        return self.get_hf_config().num_image_tokens()
+
+    def num_image_tokens(self, width: int, height: int, mm_kwargs: Mapping[str, object] | None = None) -> int:
         return self.get_hf_config().num_image_tokens()
 
     def largest_image(self) -> tuple[int, int]:

@@ -29,15 +29,11 @@ class ReferenceProcessor:
         self._hd_num = hd_num
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
-    def __call__(self, text: list[str], images: list | None = None, return_tensors: str = "pt",
-                 processor_kwargs: dict | None = None):
+    def __call__(self, text: list[str], images: list | None = None, return_tensors: str = "pt"):
         from transformers import BatchFeature
 
         images = list(images or [])
-        grids = list((processor_kwargs or {}).get("hd_grids") or [])
-        grids += [None] * (len(images) - len(grids))
-        hd_num = (processor_kwargs or {}).get("hd_num") or self._hd_num
-        embeds = [self.encode(im, hd_num, g) for im, g in zip(images, grids, strict=True)]
+        embeds = [self.encode(im, self._hd_num) for im in images]
         ids = self.prompt_ids(text[0])
         if ids.count(self.image_token_id) != len(images):
             raise ValueError(f"prompt has {ids.count(self.image_token_id)} {IMAGE_TOKEN} for {len(images)} images")
@@ -45,9 +41,9 @@ class ReferenceProcessor:
         return BatchFeature({"input_ids": torch.tensor([expanded]), "image_embeds": embeds})
 
 
-    def encode(self, image, hd_num: int | None, grid: tuple[int, int] | None) -> torch.Tensor:
-        """The image's embeddings (4KHD: laid out in ``hd_num`` tiles, or on the ``grid`` the pipeline chose)."""
-        return self._model.encode_image(image, hd_num, grid)
+    def encode(self, image, hd_num: int | None) -> torch.Tensor:
+        """The raw image's embeddings (4KHD: the HD transform into ``hd_num`` tiles, as the public code does)."""
+        return self._model.encode_image(image, hd_num)
 
     def prompt_ids(self, prompt: str) -> list[int]:
         """The prompt's token ids as the cards' ``chat()`` builds them (a BOS per text part)."""

@@ -2,16 +2,22 @@
 
 Runs in vLLM's input processing (CPU, the engine's front end), never on the accelerator. Each
 ``<ImageHere>`` token of the prompt becomes as many copies of itself as the image has
-embeddings; the model scatters the image embeddings there and sets its Partial-LoRA mask on
+embeddings; the model scatters the image embeddings there and applies its Partial LoRA at
 exactly those positions (vLLM's ``is_multimodal``).
+
+Two kinds of image input, told apart by their form (``operators/vlm/vllm_prepared.py``): a raw
+image (PIL or H x W x 3 array) is resized / laid out and normalised here; a prepared one
+(``{"pixel_values": [...]}``, what vlmbatch's CPU ``prepare`` stage made with the same functions,
+``operators/vlm/xcomposer2/cpu.py``) is passed to the model untouched, its token count read from
+its shape. The pipeline sends prepared images, so the engine's process does no image work.
 
 Number of tokens per image: VL ``(image_size / patch)^2`` (1225 at 490); 4KHD
 ``(h*w + 1) * s^2 + 1 + (h + 1) * s`` with ``s = crop / patch / 2`` (see ``hd.py``).
 
 Multimodal processor kwargs (engine-wide ``mm_processor_kwargs`` or per request): ``hd_num`` (4KHD
-tiles per image; default the config's) and ``hd_grids`` (per image, the ``[rows, cols]`` tile grid
-of an image the pipeline's CPU stage already laid out, or None for a raw image). A raw image always
-gets the HD transform; a marked one is checked against its grid and used as it is.
+tiles per image; default the config's), for raw images, which always get the HD transform. A
+prepared input carries its layout in its shape (the CPU stage's HD transform at the spec's
+``hd_num``; the row records it as ``tile_grid``); it must measure whole crops.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from vllm.multimodal.processing import (
     PromptReplacement,
 )
 
+from operators.vlm.vllm_prepared import PIXEL_VALUES, PreparedImageItems, prepared_parser
 from operators.vlm.xcomposer2.config import IMAGE_TOKEN, InternLMXComposer2Config
-from operators.vlm.xcomposer2.hd import check_prepared, hd_num_tokens, hd_size, normalize, prepare_4khd, prepare_vl
+from operators.vlm.xcomposer2.cpu import model_input_4khd, model_input_vl
+from operators.vlm.xcomposer2.hd import check_prepared, hd_grid, hd_num_tokens, hd_size
 
 
 class XComposer2ProcessingInfo(BaseProcessingInfo):
@@ -48,6 +56,10 @@ class XComposer2ProcessingInfo(BaseProcessingInfo):
     def get_supported_mm_limits(self) -> Mapping[str, int | None]:
         return {"image": None}
 
+    def get_data_parser(self):
+        """vLLM's parser, plus the prepared form ``{"pixel_values": [...]}`` (the pipeline's CPU stage made it)."""
+        return prepared_parser(super().get_data_parser())
+
     def image_token_id(self) -> int:
         tok = self.get_tokenizer()
         tid = tok.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -62,38 +74,42 @@ class XComposer2ProcessingInfo(BaseProcessingInfo):
         merged = merge(mm_kwargs or {}) if merge else {**engine_wide, **(mm_kwargs or {})}
         return int(merged.get("hd_num") or self.get_hf_config().effective_hd_num())
 
-    @staticmethod
-    def grid(mm_kwargs: Mapping[str, object] | None, index: int) -> tuple[int, int] | None:
-        """The tile grid the CPU stage recorded for image ``index`` of a request, or None (a raw image)."""
-        grids = (mm_kwargs or {}).get("hd_grids") or ()
-        return tuple(grids[index]) if index < len(grids) and grids[index] is not None else None
-
-    def prepare(self, image, mm_kwargs: Mapping[str, object] | None = None, index: int = 0):
-        """The image the vision tower sees: VL resize, or the 4KHD layout (applied unless the image is marked)."""
+    def model_input(self, image, mm_kwargs: Mapping[str, object] | None = None):
+        """A raw image's model input, float32 3 x H x W: the same functions as the CPU stage's preparers
+        (VL resize, or the 4KHD HD transform at :meth:`hd_num`)."""
         from PIL import Image
 
         if not isinstance(image, Image.Image):
             image = Image.fromarray(image if not isinstance(image, torch.Tensor) else image.numpy())
-        c = self.clip()
-        crop = int(c["image_size"])
+        size = int(self.clip()["image_size"])
         if self.variant() == "vl":
-            return prepare_vl(image, crop)
-        grid = self.grid(mm_kwargs, index)
-        if grid is not None:
-            check_prepared(image.width, image.height, grid, crop)
-            return image.convert("RGB")
-        return prepare_4khd(image, self.hd_num(mm_kwargs), crop)
+            return model_input_vl(image, size)
+        return model_input_4khd(image, self.hd_num(mm_kwargs), size)[0]
 
-    def num_image_tokens(self, width: int, height: int, mm_kwargs: Mapping[str, object] | None = None,
-                         index: int = 0) -> int:
+    def num_input_tokens(self, height: int, width: int) -> int:
+        """Tokens of a prepared input of ``height`` x ``width`` pixels (4KHD: its grid of crops).
+
+        Raises:
+            ValueError: the input does not measure what the model takes (VL's square; 4KHD's whole crops).
+        """
+        c = self.clip()
+        size = int(c["image_size"])
+        side = size // int(c["patch_size"])
+        if self.variant() == "vl":
+            if (height, width) != (size, size):
+                raise ValueError(f"a prepared VL input is {size}x{size}; got {width}x{height}")
+            return side * side
+        check_prepared(width, height, hd_grid(width, height, size), size)
+        return hd_num_tokens(width, height, size, side // 2)
+
+    def num_image_tokens(self, width: int, height: int, mm_kwargs: Mapping[str, object] | None = None) -> int:
+        """Tokens of a raw ``width`` x ``height`` image once laid out (4KHD: the HD transform at :meth:`hd_num`)."""
         c = self.clip()
         side = int(c["image_size"]) // int(c["patch_size"])
         if self.variant() == "vl":
             return side * side
         crop = int(c["image_size"])
-        grid = self.grid(mm_kwargs, index)
-        w, h = (grid[1] * crop, grid[0] * crop) if grid is not None else hd_size(width, height, self.hd_num(mm_kwargs),
-                                                                                 crop)
+        w, h = hd_size(width, height, self.hd_num(mm_kwargs), crop)
         return hd_num_tokens(w, h, crop, side // 2)
 
     def largest_image(self) -> tuple[int, int]:
@@ -130,16 +146,17 @@ class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2Processing
         return self._pixels(*args, **kwargs)
 
     def _pixels(self, mm_items, hf_processor_mm_kwargs) -> BatchFeature:
-        n = mm_items.get_all_counts().get("image", 0)
-        if not n:
+        if not mm_items.get_all_counts().get("image", 0):
             return BatchFeature({})
-        images = mm_items.get_items("image", ImageProcessorItems)
-        return BatchFeature({"pixel_values": self._pixel_values([images.get(i) for i in range(n)],
-                                                                hf_processor_mm_kwargs)})
+        processor_data, passthrough = self._get_hf_mm_data(mm_items)
+        if passthrough:  # prepared images: the model's input already
+            return BatchFeature(dict(passthrough))
+        return BatchFeature({PIXEL_VALUES: self._pixel_values(processor_data.get("images") or [],
+                                                              hf_processor_mm_kwargs)})
 
     def _pixel_values(self, images, mm_kwargs=None) -> list[torch.Tensor]:
-        """One normalised CHW tensor per image, in the variant's layout (VL resize or 4KHD tiles)."""
-        return [torch.from_numpy(normalize(self.info.prepare(im, mm_kwargs, i))) for i, im in enumerate(images)]
+        """One normalised CHW tensor per raw image, in the variant's layout (VL resize or 4KHD tiles)."""
+        return [torch.from_numpy(self.info.model_input(im, mm_kwargs)) for im in images]
 
     # vLLM 0.24 (the GPU machines') processes the prompt *text* with these two hooks; 0.29 never
     # calls them. Exercised on an H100 with 0.24 (bench/results/gpu/), not by the CPU tests (0.29).
@@ -160,7 +177,11 @@ class XComposer2MultiModalProcessor(BaseMultiModalProcessor[XComposer2Processing
         token = self.info.image_token_id()
 
         def replacement(item_idx: int) -> list[int]:
-            size = mm_items.get_items("image", ImageProcessorItems).get_image_size(item_idx)
-            return [token] * self.info.num_image_tokens(size.width, size.height, hf_processor_mm_kwargs, item_idx)
+            items = mm_items.get_items("image", (ImageProcessorItems, PreparedImageItems))
+            if isinstance(items, PreparedImageItems):
+                height, width = items.get(item_idx).shape[-2:]
+                return [token] * self.info.num_input_tokens(int(height), int(width))
+            size = items.get_image_size(item_idx)
+            return [token] * self.info.num_image_tokens(size.width, size.height, hf_processor_mm_kwargs)
 
         return [PromptReplacement(modality="image", target=[token], replacement=replacement)]

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from operators.vlm.xcomposer2.config import InternLMXComposer2Config
-from operators.vlm.xcomposer2.hd import check_prepared, hd_grid, normalize, prepare_4khd, prepare_vl
+from operators.vlm.xcomposer2.hd import hd_grid, normalize, prepare_4khd, prepare_vl
 
 _VIT_PUBLISHED = "vit.vision_tower.vision_model."
 _VIT_LOCAL = "vit."
@@ -205,24 +205,20 @@ class XComposer2Reference(nn.Module):
         out = self.vit(pixel_values=pixels, output_hidden_states=True)
         return out.hidden_states[-1][:, 1:]
 
-    def prepare(self, image, hd_num: int | None = None, grid: tuple[int, int] | None = None):
+    def prepare(self, image, hd_num: int | None = None):
         """The CPU step: the PIL image the vision tower's preprocessing starts from.
 
-        4KHD: the HD transform at ``hd_num`` (default the config's), unless ``grid`` marks the image as
-        already laid out in that many tiles (then it is checked and used as it is).
+        4KHD: the HD transform at ``hd_num`` (default the config's), applied to every raw image.
         """
         if self.variant == "vl":
             return prepare_vl(image, self.image_size)
-        if grid is not None:
-            check_prepared(image.width, image.height, grid, self.image_size)
-            return image.convert("RGB")
         return prepare_4khd(image, hd_num or self.config.effective_hd_num(), self.image_size)
 
     @torch.no_grad()
-    def encode_image(self, image, hd_num: int | None = None, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    def encode_image(self, image, hd_num: int | None = None) -> torch.Tensor:
         """``[tokens, hidden]`` language-model embeddings of one PIL image (see :meth:`prepare`)."""
         dtype = self.output.weight.dtype
-        pixels = torch.from_numpy(normalize(self.prepare(image, hd_num, grid)))[None].to(dtype)
+        pixels = torch.from_numpy(normalize(self.prepare(image, hd_num)))[None].to(dtype)
         if self.variant == "vl":
             return self.vision_proj(self._vit(pixels))[0]
         crop = self.image_size

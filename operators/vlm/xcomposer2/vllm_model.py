@@ -4,22 +4,43 @@ Registered by ``plugin.register`` as ``InternLMXComposer2ForCausalLM``. Paramete
 published checkpoint names, so weights load unchanged; the CLIP tower's q/k/v are fused by
 vLLM's own CLIP loader.
 
-The image mask. vLLM calls ``embed_input_ids(input_ids, mm_embeds, is_multimodal=...)`` once per
-step for the tokens scheduled in that step, in the same order as ``forward`` then sees them;
-``is_multimodal`` marks the positions that receive image embeddings, per sequence and per
-chunk (chunked prefill splits an image's run of positions across steps and the mask follows).
-That mask, times ``lora_alpha / lora_r``, is kept in a persistent buffer that ``forward`` reads:
-the low-rank update is computed for every token and multiplied by it, which keeps shapes static
-(CUDA-graph safe) at the cost of one rank-r product per layer.
+Partial LoRA only where the image is. vLLM calls ``embed_input_ids(input_ids, mm_embeds,
+is_multimodal=...)`` once per step, outside any CUDA graph, for the tokens scheduled in that step
+in the order ``forward`` then sees them; ``is_multimodal`` marks the positions that receive image
+embeddings, per sequence and per chunk (chunked prefill splits an image's run of positions across
+steps and the mark follows). When the step has image embeddings (a host-side fact: the list is
+non-empty), the positions become an index of rows (one device sync, on prefill steps with images
+only) that the step's ``forward`` takes: each of the five projections gathers those rows, applies
+``(alpha / r) * B A x`` to them alone and adds it back (``index_add_``); each projection carries
+its own ``alpha / r`` (4KHD's ``wqkv``: rank 8, alpha 16; ``config.lora_for``). A step without image
+tokens, every decode step among them, runs the projections alone, i.e. exactly the model without
+LoRA.
+
+Why this is CUDA-graph safe, and the one choice it rests on: vLLM captures FULL graphs only for
+uniform decode batches, by dummy runs that never call ``embed_input_ids``, and replays them
+without running Python. The row index is therefore handed from ``embed_input_ids`` to the next
+``forward`` and consumed there (never left for a later call), and a ``forward`` that runs under a
+FULL graph (the forward context says so, or the stream is capturing) ignores it: graphs are
+captured without the LoRA, which is right for every step they replay, since decode tokens are
+never image tokens. (A branch on a device-side "any image token" would sync inside capture; a
+fixed-size gather would still read all the LoRA weights on every decode step, which is the
+memory-bound cost this removes.) The one schedule this cannot serve exactly is a uniform step in
+which a prefilling request is scheduled exactly one token and that token is an image token (its
+prompt ends on an image placeholder, or ``max_num_batched_tokens`` is no larger than
+``max_num_seqs`` so a chunk can shrink to one token): vLLM would replay a decode graph for it.
+vlmbatch's prompts always end with the chat template's assistant turn and its engines keep the
+token budget far above ``max_num_seqs``; if it happens anyway the model logs a warning (the index
+was still unconsumed when ``compute_logits`` ran).
 
 Tensor parallelism follows vLLM's InternLM2: ``wqkv`` / ``w1`` / ``w3`` column-parallel (their
 ``Plora_B`` split the same way, ``Plora_A`` replicated), ``wo`` / ``w2`` row-parallel (``Plora_A``
 split on its input, ``Plora_B`` replicated) with one all-reduce of the sum. Pipeline
-parallelism is not offered: the mask would have to travel between stages.
+parallelism is not offered: the image rows would have to travel between stages.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from contextlib import nullcontext
 
@@ -61,6 +82,8 @@ try:  # vLLM >= 0.2x moved the attention layer
 except ImportError:  # pragma: no cover - older vLLM
     from vllm.attention import Attention
 
+log = logging.getLogger(__name__)
+
 
 def _rope(head_dim: int, max_position: int, params: dict):
     try:
@@ -69,6 +92,19 @@ def _rope(head_dim: int, max_position: int, params: dict):
         scaling = None if params.get("rope_type", "default") == "default" else params
         return get_rope(head_dim, rotary_dim=head_dim, max_position=max_position,
                         base=params["rope_theta"], rope_scaling=scaling)
+
+
+def _plora(layer, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """``W x`` for every row, plus ``scale * B A x`` added to the image ``rows`` only (None: no image row).
+
+    Row for row the same arithmetic as ``W x + scale * B A x`` on image rows and ``W x`` elsewhere.
+    """
+    out, _ = layer(x)
+    if rows is None:
+        return out
+    low, _ = layer.Plora_A(x.index_select(0, rows))
+    delta, _ = layer.Plora_B(low)
+    return out.index_add_(0, rows, delta, alpha=layer.lora_scale)
 
 
 class _OwnLoader:
@@ -92,47 +128,42 @@ class _OwnLoader:
 class PLoRAQKV(_OwnLoader, QKVParallelLinear):
     """``wqkv`` plus ``Plora_A`` (replicated) and ``Plora_B`` (split exactly like ``wqkv``)."""
 
-    def __init__(self, hidden: int, head_dim: int, heads: int, kv_heads: int, r: int, prefix: str, quant_config=None):
+    def __init__(self, hidden: int, head_dim: int, heads: int, kv_heads: int, r: int, scale: float, prefix: str,
+                 quant_config=None):
         super().__init__(hidden, head_dim, heads, kv_heads, bias=False, quant_config=quant_config, prefix=prefix)
+        self.lora_scale = scale
         self.Plora_A = ReplicatedLinear(hidden, r, bias=False, prefix=f"{prefix}.Plora_A")
         self.Plora_B = QKVParallelLinear(r, head_dim, heads, kv_heads, bias=False, prefix=f"{prefix}.Plora_B")
 
-    def plora(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out, _ = self(x)
-        low, _ = self.Plora_A(x)
-        delta, _ = self.Plora_B(low)
-        return out + delta * mask
+    def plora(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        return _plora(self, x, rows)
 
 
 class PLoRAColumn(_OwnLoader, ColumnParallelLinear):
     """Column-parallel linear (``w1``, ``w3``) with a Partial-LoRA update."""
 
-    def __init__(self, in_features: int, out_features: int, r: int, prefix: str, quant_config=None):
+    def __init__(self, in_features: int, out_features: int, r: int, scale: float, prefix: str, quant_config=None):
         super().__init__(in_features, out_features, bias=False, quant_config=quant_config, prefix=prefix)
+        self.lora_scale = scale
         self.Plora_A = ReplicatedLinear(in_features, r, bias=False, prefix=f"{prefix}.Plora_A")
         self.Plora_B = ColumnParallelLinear(r, out_features, bias=False, prefix=f"{prefix}.Plora_B")
 
-    def plora(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out, _ = self(x)
-        low, _ = self.Plora_A(x)
-        delta, _ = self.Plora_B(low)
-        return out + delta * mask
+    def plora(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        return _plora(self, x, rows)
 
 
 class PLoRARow(_OwnLoader, RowParallelLinear):
     """Row-parallel linear (``wo``, ``w2``) with a Partial-LoRA update; one all-reduce for both."""
 
-    def __init__(self, in_features: int, out_features: int, r: int, prefix: str, quant_config=None):
+    def __init__(self, in_features: int, out_features: int, r: int, scale: float, prefix: str, quant_config=None):
         super().__init__(in_features, out_features, bias=False, reduce_results=False, quant_config=quant_config,
                          prefix=prefix)
+        self.lora_scale = scale
         self.Plora_A = RowParallelLinear(in_features, r, bias=False, reduce_results=False, prefix=f"{prefix}.Plora_A")
         self.Plora_B = ReplicatedLinear(r, out_features, bias=False, prefix=f"{prefix}.Plora_B")
 
-    def plora(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out, _ = self(x)
-        low, _ = self.Plora_A(x)
-        delta, _ = self.Plora_B(low)  # B(sum of partial A x) == sum of B(partial A x)
-        out = out + delta * mask
+    def plora(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        out = _plora(self, x, rows)  # B(sum of partial A x) == sum of B(partial A x): one all-reduce
         if self.tp_size > 1:
             out = tensor_model_parallel_all_reduce(out)
         return out
@@ -147,13 +178,12 @@ class XComposer2Attention(nn.Module):
         self.heads = self.total_heads // self.tp_size
         self.kv_heads = max(1, self.total_kv // self.tp_size)
         self.head_dim = config.head_dim
-        r = config.lora_r
-        # 4KHD's wqkv LoRA has its own rank and alpha; the shared mask carries lora_alpha / lora_r.
+        r, scale = config.lora_r, config.lora_alpha / config.lora_r
+        # 4KHD's wqkv LoRA has its own rank and alpha (config.lora_for); each layer carries its own scale.
         qkv_r, qkv_alpha = config.lora_for("wqkv", config.variant())
-        self.qkv_ratio = (qkv_alpha / qkv_r) / (config.lora_alpha / config.lora_r)
         self.wqkv = PLoRAQKV(config.hidden_size, self.head_dim, self.total_heads, self.total_kv, qkv_r,
-                             prefix=f"{prefix}.wqkv", quant_config=quant_config)
-        self.wo = PLoRARow(self.total_heads * self.head_dim, config.hidden_size, r, prefix=f"{prefix}.wo",
+                             qkv_alpha / qkv_r, prefix=f"{prefix}.wqkv", quant_config=quant_config)
+        self.wo = PLoRARow(self.total_heads * self.head_dim, config.hidden_size, r, scale, prefix=f"{prefix}.wo",
                            quant_config=quant_config)
         self.rotary_emb = _rope(self.head_dim, config.max_position_embeddings, config.rope_parameters)
         self.attn = Attention(self.heads, self.head_dim, self.head_dim**-0.5, num_kv_heads=self.kv_heads,
@@ -165,22 +195,25 @@ class XComposer2Attention(nn.Module):
             qkv = restore_row_order(tensor_model_parallel_all_gather(qkv), self.tp_size, q_part, kv_part)
         return split_grouped(qkv, self.total_heads, self.total_kv, self.head_dim, self.tp_size, self.tp_rank)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._split(self.wqkv.plora(x, mask if self.qkv_ratio == 1 else mask * self.qkv_ratio))
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = self._split(self.wqkv.plora(x, rows))
         q, k = self.rotary_emb(positions, q, k)
-        return self.wo.plora(self.attn(q, k, v), mask)
+        return self.wo.plora(self.attn(q, k, v), rows)
 
 
 class XComposer2MLP(nn.Module):
     def __init__(self, config: InternLMXComposer2Config, prefix: str, quant_config=None):
         super().__init__()
-        r, q = config.lora_r, quant_config
-        self.w1 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, prefix=f"{prefix}.w1", quant_config=q)
-        self.w3 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, prefix=f"{prefix}.w3", quant_config=q)
-        self.w2 = PLoRARow(config.intermediate_size, config.hidden_size, r, prefix=f"{prefix}.w2", quant_config=q)
+        r, scale, q = config.lora_r, config.lora_alpha / config.lora_r, quant_config
+        self.w1 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, scale, prefix=f"{prefix}.w1",
+                              quant_config=q)
+        self.w3 = PLoRAColumn(config.hidden_size, config.intermediate_size, r, scale, prefix=f"{prefix}.w3",
+                              quant_config=q)
+        self.w2 = PLoRARow(config.intermediate_size, config.hidden_size, r, scale, prefix=f"{prefix}.w2",
+                           quant_config=q)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.w2.plora(F.silu(self.w1.plora(x, mask)) * self.w3.plora(x, mask), mask)
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        return self.w2.plora(F.silu(self.w1.plora(x, rows)) * self.w3.plora(x, rows), rows)
 
 
 class XComposer2DecoderLayer(nn.Module):
@@ -192,15 +225,15 @@ class XComposer2DecoderLayer(nn.Module):
         self.attention_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.ffn_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, positions, hidden, residual, mask):
+    def forward(self, positions, hidden, residual, rows):
         if residual is None:
             residual = hidden
             hidden = self.attention_norm(hidden)
         else:
             hidden, residual = self.attention_norm(hidden, residual)
-        hidden = self.attention(positions, hidden, mask)
+        hidden = self.attention(positions, hidden, rows)
         hidden, residual = self.ffn_norm(hidden, residual)
-        return self.feed_forward(hidden, mask), residual
+        return self.feed_forward(hidden, rows), residual
 
 
 class XComposer2Model(nn.Module):
@@ -218,10 +251,10 @@ class XComposer2Model(nn.Module):
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.tok_embeddings(input_ids)
 
-    def forward(self, positions, hidden, mask):
+    def forward(self, positions, hidden, rows):
         residual = None
         for layer in self.layers:
-            hidden, residual = layer(positions, hidden, residual, mask)
+            hidden, residual = layer(positions, hidden, residual, rows)
         hidden, _ = self.norm(hidden, residual)
         return hidden
 
@@ -271,9 +304,9 @@ class InternLMXComposer2ForCausalLM(nn.Module, SupportsMultiModal):
                                          quant_config=vllm_config.quant_config)
             self.output = ParallelLMHead(config.vocab_size, config.hidden_size, prefix=maybe_prefix(prefix, "output"))
         self.logits_processor = LogitsProcessor(config.vocab_size)
-        self.scaling = config.lora_alpha / config.lora_r
-        tokens = max(int(vllm_config.scheduler_config.max_num_batched_tokens or 0), 8192)
-        self.register_buffer("_im_mask", torch.zeros(tokens, 1), persistent=False)
+        # Image rows found by the last embed_input_ids, until the same step's forward takes them.
+        self._image_rows: torch.Tensor | None = None
+        self._warned_graph_rows = False
 
     def get_language_model(self) -> nn.Module:
         return self.model
@@ -316,31 +349,53 @@ class InternLMXComposer2ForCausalLM(nn.Module, SupportsMultiModal):
     # -- language model -------------------------------------------------------------------------
     def embed_input_ids(self, input_ids: torch.Tensor, multimodal_embeddings=None, *,
                         is_multimodal: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        n = input_ids.shape[0]
-        if n > self._im_mask.shape[0]:
-            self._im_mask = torch.zeros(n, 1, dtype=self._im_mask.dtype, device=self._im_mask.device)
-        self._im_mask.zero_()
+        self._image_rows = None
         if is_multimodal is not None:
-            is_mm = is_multimodal.to(self._im_mask.device)
-            self._im_mask[:n, 0] = is_mm.to(self._im_mask.dtype) * self.scaling
             # Placeholder ids may lie outside the vocabulary; their rows are overwritten below.
-            input_ids = input_ids.masked_fill(is_mm, 0)
+            input_ids = input_ids.masked_fill(is_multimodal.to(input_ids.device), 0)
         embeds = self.model.embed_input_ids(input_ids)
         if multimodal_embeddings is not None and len(multimodal_embeddings) > 0 and is_multimodal is not None:
+            is_mm = is_multimodal.to(embeds.device)
             flat = torch.cat([e.reshape(-1, embeds.shape[-1]) for e in multimodal_embeddings]).to(embeds.dtype)
             embeds = embeds.clone()
-            embeds[is_multimodal.to(embeds.device)] = flat
+            embeds[is_mm] = flat
+            rows = is_mm.nonzero().squeeze(1)
+            self._image_rows = rows if rows.numel() else None
         return embeds
+
+    def _take_image_rows(self) -> torch.Tensor | None:
+        """This forward's image rows, consumed: None when the last ``embed_input_ids`` found none, or
+        under a FULL CUDA graph (captured without the LoRA, see the module docstring)."""
+        rows, self._image_rows = self._image_rows, None
+        if rows is None:
+            return None
+        from vllm.forward_context import get_forward_context, is_forward_context_available
+
+        capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+        context = get_forward_context() if is_forward_context_available() else None
+        mode = getattr(context, "cudagraph_runtime_mode", None)
+        if capturing or getattr(mode, "name", "NONE") == "FULL":
+            self._warn_graph_rows()
+            return None
+        return rows
+
+    def _warn_graph_rows(self) -> None:
+        if not self._warned_graph_rows:
+            self._warned_graph_rows = True
+            log.warning("image tokens ran in a step vLLM served from a decode CUDA graph: Partial LoRA was not "
+                        "applied to them (a prompt ending on %s, or max_num_batched_tokens <= max_num_seqs)",
+                        IMAGE_TOKEN)
 
     def forward(self, input_ids: torch.Tensor | None, positions: torch.Tensor, intermediate_tensors=None,
                 inputs_embeds: torch.Tensor | None = None, **kwargs: object) -> torch.Tensor:
         if inputs_embeds is None:
             inputs_embeds = self.embed_input_ids(input_ids)
-        n = inputs_embeds.shape[0]
-        mask = self._im_mask[:n].to(inputs_embeds.dtype)
-        return self.model(positions, inputs_embeds, mask)
+        return self.model(positions, inputs_embeds, self._take_image_rows())
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        if self._image_rows is not None:  # image rows found, yet no forward ran Python: a graph replay
+            self._image_rows = None
+            self._warn_graph_rows()
         return self.logits_processor(self.output, hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
