@@ -24,8 +24,12 @@ class XComposerProcessingInfo(XComposer2ProcessingInfo):
     def image_size(self) -> int:
         return int(self.get_hf_config().eva()["image_size"])
 
-    def prepare(self, image):
-        """The image the vision tower sees: a bicubic resize to the tower's size (a no-op when already there)."""
+    def prepare(self, image, mm_kwargs: Mapping[str, object] | None = None, index: int = 0):
+        """The image the vision tower sees: a bicubic resize to the tower's size (a no-op when already there).
+
+        Same signature as XComposer2's hook (the shared processor passes ``mm_kwargs`` and the image index,
+        which v1, one fixed-size image layout, does not need).
+        """
         import torch
         from PIL import Image
 
