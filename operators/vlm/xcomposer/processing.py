@@ -39,7 +39,8 @@ class XComposerProcessingInfo(XComposer2ProcessingInfo):
             image = Image.fromarray(image if not isinstance(image, torch.Tensor) else image.numpy())
         return prepare_vl(image, self.image_size())
 
-    def num_image_tokens(self, width: int, height: int) -> int:
+    def num_image_tokens(self, width: int, height: int, mm_kwargs: Mapping[str, object] | None = None,
+                         index: int = 0) -> int:
         return self.get_hf_config().num_image_tokens()
 
     def largest_image(self) -> tuple[int, int]:
