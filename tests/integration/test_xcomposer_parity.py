@@ -16,10 +16,10 @@ workers. Compared per case:
 Tolerance 5e-3 (float32 both sides, different summation orders; ``tests/integration/test_xcomposer2_parity.py``
 explains the margin). The 4-bit checkpoint runs vLLM's GPTQ linear method with its CPU kernel
 (``CPUWNA16``) in float16 (GPTQ in vLLM takes 16-bit activations only) against the golden's float32
-dequantized weights: measured max |d logprob| 0.39 over log-probs reaching ~-40 (about 1 % relative, what
-16-bit activations through two layers give), so 1.0 there. What catches a wrong unpacking, group order
-or zero point is the rest, exact for every variant: the greedy tokens, and every golden top-8 entry among
-vLLM's top 8 at every step.
+dequantized weights: measured max |d logprob| 0.39 (0.13 on the released-layout tiny) over log-probs
+reaching ~-40 (what 16-bit activations through two layers give), so 1.0 there. What catches a wrong
+unpacking, group order or zero point is the rest, exact for every variant: the greedy tokens, and every
+golden top-8 entry among vLLM's top 8 at every step.
 """
 
 from __future__ import annotations
