@@ -22,9 +22,9 @@ Shapes (from the public checkpoints' config files):
   92544, Partial LoRA rank 256, CLIP ViT-L/14 at 490 px: 1225 image tokens), ``variant`` vl.
 - ``share-captioner-7b``: InternLM-XComposer (v1) / Share-Captioner at the v1 config's defaults: EVA ViT-g/14
   at 224 px (39 blocks, width 1408), the BERT-base perceive sampler with 64 queries (66 image tokens),
-  InternLM-7B (32 layers, width 4096, 32 heads, FFN 11008, q/k/v/o biases, vocabulary 103168). The
-  ``internlm_lora`` block (unverified: see the issue-16 note) changes nothing under dummy weights, where LoRA
-  is merged or absent alike.
+  InternLM-7B (32 layers, width 4096, 32 heads, FFN 11008, q/k/v/o biases, vocabulary 103168), the released
+  config.json's LoRA block (r 256, alpha 256 on q, v and the FFN's up/down), which changes nothing under
+  dummy weights, where LoRA is merged or absent alike.
 - ``xcomposer2-vl-1_8b``: InternLM-XComposer2-VL-1.8B, the same vision side on InternLM2-1.8B (24
   layers, width 2048, 16 heads, 8 KV heads, FFN 8192, vocabulary 92544), Partial LoRA rank 256 /
   alpha 256 like every non-4KHD XComposer2 (lmdeploy's XComposer2 reader: ``lora_r=256``, scale 1).
@@ -145,8 +145,9 @@ def make_share_captioner_7b(directory: Path) -> Path:
 
     make_tiny_xcomposer(directory, seed=1)
     vocab = _weightless(directory, 103168)
-    config = InternLMXComposerConfig(vocab_size=vocab, num_query_token=64, rms_norm_eps=1e-6, pad_token_id=-1,
-                                     internlm_lora=dict(lora_r=256, lora_alpha=256, learn_param=["q", "v"]))
+    lora = dict(lora_r=256, lora_alpha=256, lora_dropout=0.05, learn_param=["q", "v", "ffn"], freeze=False)
+    config = InternLMXComposerConfig(vocab_size=vocab, num_query_token=64, rms_norm_eps=1e-5, pad_token_id=-1,
+                                     internlm_lora=lora, lora_cfg=dict(lora))
     config.architectures = ["InternLMXComposerForCausalLM"]
     config.dtype = "bfloat16"
     config.save_pretrained(str(directory))

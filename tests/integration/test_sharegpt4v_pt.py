@@ -89,10 +89,14 @@ def test_sharegpt4v_pt_recipe(s3_server, tiny_models, tmp_path):
                  "--endpoint-url", s3_server], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = json.loads(out.read_text())
-    assert sorted(r["id"] for r in records) == sorted(r[C.ID] for r in ok), "exactly the ok rows"
+    # Export ids are the sources' own ids (issue 15: the object's path under the corpus), unique here.
+    by_export_id = {r[C.SOURCE_ID] or r[C.ID]: r for r in ok}
+    assert len(by_export_id) == len(ok)
+    assert sorted(r["id"] for r in records) == sorted(by_export_id), "exactly the ok rows"
     for rec in records:
+        row = by_export_id[rec["id"]]
         image, target = pretrain_example(rec)
-        assert image == rows[rec["id"]][C.SOURCE].split("/corpus/", 1)[1], "relative to the image root"
+        assert image == row[C.SOURCE].split("/corpus/", 1)[1], "relative to the image root"
         assert rec["conversations"][0]["value"] == f"{IMAGE_TOKEN}\n{spec.caption.prompt}"
-        assert target == IMAGE_TOKEN + rows[rec["id"]][C.CAPTION] + "\n"
+        assert target == IMAGE_TOKEN + row[C.CAPTION] + "\n"
     print(f"\nsharegpt4v-pt: {len(rows)} rows, {dict(statuses)}, {len(records)} pretraining records")

