@@ -42,6 +42,19 @@ def cluster_spec(endpoint: str, bucket: str, model: str) -> dict:
     return spec
 
 
+def settled(count, quiet_s: float, limit_s: float) -> int:
+    """``count()`` once it has not changed for ``quiet_s`` (fails after ``limit_s``)."""
+    deadline, last, since = time.monotonic() + limit_s, count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise AssertionError(f"shards kept coming for {limit_s:.0f} s with no engine alive")
+
+
 def test_worker_nodes_lost_then_head_lost(s3_server, tiny_models, tmp_path, run_env):
     env, _ = run_env
     # Drivers present the cluster's token; a driver whose GCS is gone gives up within seconds.
@@ -68,11 +81,12 @@ def test_worker_nodes_lost_then_head_lost(s3_server, tiny_models, tmp_path, run_
         assert cluster.kill_node("engine-1"), "no process of the engine node found to kill"
         at_kill = len(staged(s3_server, bucket, "workers"))
         assert at_kill < 14, f"{at_kill} of 18 shards were out before the engine was lost: nothing left to test"
-        time.sleep(4)  # rows past the engine drain; then nothing moves: no node offers the engine's resource
-        waiting = len(staged(s3_server, bucket, "workers"))
-        time.sleep(3)
+        # Rows already past the engine drain (how long depends on the machine's load); then nothing
+        # moves, because no node offers the engine's resource.
+        waiting = settled(lambda: len(staged(s3_server, bucket, "workers")), quiet_s=5, limit_s=90)
+        time.sleep(5)
         assert run.poll() is None, f"the run ended without an engine: {log_of(run)}"
-        assert len(staged(s3_server, bucket, "workers")) == waiting, "shards were written with no engine alive"
+        assert len(staged(s3_server, bucket, "workers")) == waiting < 18, "shards were written with no engine alive"
         cluster.add_node("engine-2", 2, ENGINE)
         assert run.wait(timeout=600) == 0, log_of(run)
         manifest = assert_exactly_once(s3_server, bucket, "workers")
