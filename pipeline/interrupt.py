@@ -35,7 +35,9 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-_state = {"signalled": None}
+#: ``signalled``: the first signal's number; ``raised``: its :class:`Interrupted` was raised (else it waits for
+#: :func:`check`, because the signal came while a finalizer ran).
+_state = {"signalled": None, "raised": False}
 
 
 def _handler(signum: int, frame) -> None:
@@ -43,7 +45,33 @@ def _handler(signum: int, frame) -> None:
         print(f"interrupted again ({signal.Signals(signum).name}): exiting now", file=sys.stderr, flush=True)
         os._exit(128 + signum)
     _state["signalled"] = signum
+    if _in_finalizer(frame):
+        return  # an exception here would be printed and dropped: the run's next check() raises it
+    _state["raised"] = True
     raise Interrupted(signum)
+
+
+def _in_finalizer(frame) -> bool:
+    """The main thread was stopped inside a ``__del__`` or a ``weakref.finalize`` callback."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name == "__call__" and code.co_filename.endswith("weakref.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` for a signal whose handler could not raise it.
+
+    A signal handler's exception is raised wherever the main thread is; inside a finalizer or a
+    ``__del__`` Python would print it ("Exception ignored in ...") and carry on, so there the handler
+    only records the signal. The run calls this between its steps and before it commits, and
+    :func:`interruptible` at its end, so such an interrupt still stops the run.
+    """
+    if _state["signalled"] is not None and not _state["raised"]:
+        _state["raised"] = True
+        raise Interrupted(_state["signalled"])
 
 
 def install() -> None:
@@ -65,7 +93,7 @@ def ray_starting() -> Iterator[None]:
     try:
         yield
     except SystemExit:
-        _state["signalled"] = signal.SIGTERM  # a second one now exits at once
+        _state.update(signalled=signal.SIGTERM, raised=True)  # a second one now exits at once
         raise Interrupted(signal.SIGTERM) from None
     finally:
         install()
@@ -78,10 +106,11 @@ def interruptible() -> Iterator[None]:
         yield
         return
     saved = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    _state["signalled"] = None
+    _state.update(signalled=None, raised=False)
     install()
     try:
         yield
+        check()  # a signal whose exception was swallowed on the way
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)

@@ -111,15 +111,25 @@ def build_pipeline(spec: JobSpec, run_id: str, engines: Engines = EngineFactory)
         pipe = pipe.then(prepare_stage(families[0].cpu_prepare(spec.model), batch_size=r.cpu_batch_size))
     if spec.caption.prompts:
         pipe = pipe.then(draw_prompt_stage(spec.caption.prompts))
-    # Unset sampling fields take the family's card settings; what runs is what is hashed.
-    sampling = spec.sampling.resolved(families[0].sampling_defaults)
+    sampling, qa_sampling = run_sampling(spec)
     pipe = (pipe.then(caption_stage(spec.model, sampling, spec.caption, r, provenance_for(spec, run_id, sampling),
                                     keep_pixels=qa is not None, prepared=prepared, engines=engines))
             .then(postcheck_stage(spec.postcheck)))
     if spec.alignment is not None:  # curation after captioning
         pipe = pipe.then(align_stage(spec.embedding, spec.alignment))
     if qa is not None:
-        qa_sampling = (qa.sampling or spec.sampling).resolved(families[-1].sampling_defaults)
         pipe = pipe.then(qa_stage(qa.model or spec.model, qa_sampling, qa, spec.postcheck, qa.resources or r,
                                   qa_provenance(spec, run_id, qa_sampling), prepared=prepared, engines=engines))
     return pipe
+
+
+def run_sampling(spec: JobSpec) -> tuple[SamplingConfig, SamplingConfig | None]:
+    """The sampling the caption and QA stages run: the spec's, unset fields from the family's card settings.
+
+    What runs is what is hashed: rows, manifest and report record these settings' digests.
+    """
+    caption = spec.sampling.resolved(checked_family(spec.model).sampling_defaults)
+    if spec.qa is None:
+        return caption, None
+    qa_model = spec.qa.model or spec.model
+    return caption, (spec.qa.sampling or spec.sampling).resolved(checked_family(qa_model).sampling_defaults)

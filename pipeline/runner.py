@@ -34,8 +34,9 @@ from pipeline.commit import MANIFEST, CommitError, check_exactly_once, read_mani
 from pipeline.dag import Pipeline
 from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
 from pipeline.identity import check_attempt, compare, forget_attempt, run_lease
+from pipeline.interrupt import check as check_interrupt
 from pipeline.interrupt import interruptible, ray_starting
-from pipeline.plan import Engines, build_pipeline, new_run_id
+from pipeline.plan import Engines, build_pipeline, new_run_id, run_sampling
 from pipeline.preflight import check_engines, check_stores
 from pipeline.progress import RunObserver
 from pipeline.provenance import provenance_for, qa_provenance
@@ -200,6 +201,7 @@ class Run:
         check_attempt(spec, self.run_id, self.run_root)  # before the listing: a resume reuses it
         started = time.monotonic()
         expected = self.prepare()
+        check_interrupt()
         rows_in = expected.rows
         if allow_empty and rows_in == 0:
             log.info("nothing new to process for run %s", self.run_id)
@@ -239,6 +241,7 @@ class Run:
                 ledger.add(meta)
                 crash_point(AFTER_SHARDS, len(ledger.files) - len(earlier))
                 self.observer.shard(meta)
+                check_interrupt()
         self.observer.finish()
         self.timings["stream_s"] = round(time.monotonic() - t0, 3)
         t0 = time.monotonic()
@@ -247,6 +250,7 @@ class Run:
         t0 = time.monotonic()
         manifest = self._manifest(schema, ledger, rows_in, resumed, max(time.monotonic() - started, 1e-9))
         crash_point(BEFORE_MANIFEST)
+        check_interrupt()  # never commit a run that was told to stop
         lease.check()
         write_manifest(self.run_root, manifest, storage)
         self.timings["commit_s"] = round(time.monotonic() - t0, 3)
@@ -277,8 +281,9 @@ class Run:
             qa_generated_tokens=ledger.qa.generated_tokens,
             qa_generated_tokens_per_s=round(ledger.qa.generated_tokens / wall, 3),
         )
-        prov = provenance_for(self.spec, self.run_id)
-        qa = qa_provenance(self.spec, self.run_id) if self.spec.qa is not None else None
+        sampling, qa_sampling = run_sampling(self.spec)
+        prov = provenance_for(self.spec, self.run_id, sampling)
+        qa = qa_provenance(self.spec, self.run_id, qa_sampling) if self.spec.qa is not None else None
         return Manifest(
             schema_version=schema.metadata[b"vlmbatch.schema_version"].decode(),
             record=schema.metadata[b"vlmbatch.record"].decode(),

@@ -24,6 +24,9 @@ def plugin_modules() -> list[str]:
 
 
 def register() -> None:
-    """Call every model package's ``plugin.register()`` (each is idempotent)."""
+    """Call every model package's ``plugin.register()`` (each is idempotent); quiet resource tracking at exit."""
+    from operators.vlm.quiet_exit import install
+
+    install()  # operators/vlm/quiet_exit.py: vLLM's processes can outlive the actor's resource tracker
     for name in plugin_modules():
         importlib.import_module(name).register()

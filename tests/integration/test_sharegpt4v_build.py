@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from unittest import mock
 
 import pytest
 
@@ -71,7 +72,8 @@ def test_sharegpt4v_build_from_json_manifest(s3_server, tiny_models, tmp_path):
     assert by_image["photos/does-not-exist.jpg"][C.STATUS] == "not_found"
     assert set(statuses) <= {"ok", "invalid_entry", "not_found"} | POSTCHECK_STATUSES
     assert statuses["ok"] >= IMAGES // 2, statuses
-    spec = load_spec(ROOT / "jobs/specs/sharegpt4v.yaml")
+    with mock.patch.dict(os.environ, env):  # the spec as the command read it (VLMBATCH_HOME, the sink)
+        spec = load_spec(ROOT / "jobs/specs/sharegpt4v.yaml")
     ok = [r for r in rows.values() if r[C.STATUS] == "ok"]
     for r in ok:
         assert r[C.ENGINE].startswith("vllm-") and r[C.QA_ENGINE].startswith("transformers-"), "two pools"

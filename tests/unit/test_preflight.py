@@ -139,6 +139,24 @@ def test_a_sigterm_while_ray_starts_is_an_interruption_and_ours_are_the_handlers
         assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # put back after a clean start
 
 
+def test_a_signal_during_a_finalizer_is_raised_at_the_next_check(capsys):
+    from pipeline.interrupt import check
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100_000):  # the handler runs here, inside __del__
+                pass
+
+    with pytest.raises(Interrupted) as info, interruptible():
+        obj = Finalized()
+        del obj  # raising here would be printed and dropped
+        reached = True
+        check()
+    assert reached and info.value.exit_code == 130
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
 def test_an_empty_run_id_is_an_error(capsys):
     assert run_spec_file("does-not-matter.yaml", "") == 2
     assert "--run-id is empty" in capsys.readouterr().err
