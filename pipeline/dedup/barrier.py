@@ -38,8 +38,9 @@ DECISIONS = "decisions.parquet"
 DONE = "decisions.json"
 INCREMENT = "index.json"
 BUCKETS = 256
-#: Bytes of spilled rows held in memory before the largest partition is written out (per spill).
-SPILL_BUDGET = 64 << 20
+#: Bytes of spilled rows held in memory before the largest partition is written out (per spill). 16 MiB: at 500k
+#: rows it cut the peak 437 -> 376 MiB for +9 % time (64 MiB: the buffers still filled between 50k and 500k rows).
+SPILL_BUDGET = 16 << 20
 DECISION_SCHEMA = pa.schema([pa.field(C.ID, pa.string()), pa.field(C.DUPLICATE_OF, pa.string()),
                              pa.field(C.DUPLICATE_SIMILARITY, pa.float32()), pa.field(C.ERROR, pa.string())])
 
