@@ -35,6 +35,14 @@ def test_dedup_plan_has_two_passes_and_typed_columns(tmp_path):
     assert C.IMAGE_EMBEDDING in index_schema.names and C.CAPTION not in index_schema.names
 
 
+def test_preflight_demands_skip_the_barrier(tmp_path):
+    from pipeline.cluster_check import demands
+
+    s = parse_spec(spec(tmp_path, embedding={"kind": "perceptual", "cpus_per_actor": 0}, dedup={}))
+    pools, task_cpus = demands(build_pipeline(s, "r1"))  # the barrier has no pool nor resources
+    assert {p.name for p in pools} == {"embed", "caption"} and task_cpus > 0
+
+
 def test_exact_only_dedup_needs_no_model(tmp_path):
     pipe = build_pipeline(parse_spec(spec(tmp_path, dedup={"near": False})), "r1")
     assert pipe.describe() == "list -> fetch -> content-hash -> decode -> dedup -> caption -> postcheck"

@@ -45,11 +45,14 @@ def test_guest_rule_reaches_every_close_pair():
         assert home[i] == home[j] or (j, home[i]) in seen, (i, j)
 
 
-@pytest.mark.parametrize(("cluster_size", "spill_budget"), [(40, 4096), (400, 64 << 20), (100_000, 64 << 20)])
-def test_partitioned_decisions_equal_brute_force(tmp_path, monkeypatch, cluster_size, spill_budget):
+@pytest.mark.parametrize(("cluster_size", "spill_budget", "batch_rows"),
+                         [(40, 4096, 4096), (40, 4096, 7), (400, 64 << 20, 4096), (100_000, 64 << 20, 4096)])
+def test_partitioned_decisions_equal_brute_force(tmp_path, monkeypatch, cluster_size, spill_budget, batch_rows):
     import pipeline.dedup.barrier as barrier
+    import pipeline.dedup.spill as spill
 
     monkeypatch.setattr(barrier, "SPILL_BUDGET", spill_budget)  # 4 KiB: every partition written out in pieces
+    monkeypatch.setattr(spill, "FILE_BATCH_ROWS", batch_rows)  # 7: members and guests read back in many batches
     ids, x = hex_ids(1500), clustered(1500)
     root = str(tmp_path / "index")
     commit_index(root, index_rows(ids, x))
