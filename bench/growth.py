@@ -62,9 +62,10 @@ def compare(params: BenchParams, runs: int) -> dict:
         f"s_per_image_{span}": ratio(hi["s_per_image"], lo["s_per_image"]),
         f"steady_s_per_image_{span}": ratio(hi["steady_s_per_image"], lo["steady_s_per_image"]),
         # A memory the run has no process for (the engine's own processes under the transformers engine,
-        # which runs in the actor) is left out, not reported as a ratio of nothing.
+        # which runs in the actor), or that the once-a-second sampler never caught (a CPU worker of a
+        # run of seconds), is left out, not reported as a ratio of nothing.
         **{f"{name}_{span}": ratio(hi[f"{name}_mib"], lo[f"{name}_mib"]) for name in FLAT
-           if hi.get(f"{name}_mib") is not None and lo.get(f"{name}_mib") is not None},
+           if hi.get(f"{name}_mib") and lo.get(f"{name}_mib")},
     }
     if len(scales) > 2:
         # Flat marginal cost: seconds per extra image from 1x to the largest over 1x to the next.
