@@ -47,7 +47,6 @@ def base_spec(ctx: Ctx) -> dict:
     return {
         "name": "preflight",
         "source": {"uri": f"s3://{b}/corpus/", "storage": storage},
-        "decode": {"max_side": 512},
         "model": {"family": "internvl", "model_id": ctx.model,
                   "engine": {"kind": "transformers", "dtype": "float32", "max_model_len": 1024, "max_num_seqs": 16}},
         "sampling": {"max_tokens": 6, "min_tokens": 6},
