@@ -155,6 +155,15 @@ def side(params: BenchParams) -> dict:
             "driver_heap_in_use_mib": (malloc_in_use_mib() or {}).get("in_use_mib"), "load": loadavg()}
 
 
+def _with_rates(body: dict, n: int, *phases: str) -> dict:
+    """``body`` with listing, commit (check + manifest) and each of ``phases``' seconds per million rows added."""
+    body["list_s_per_million"] = per_million(body.get("list_s"), n)
+    body["commit_s_per_million"] = per_million((body.get("check_s") or 0) + (body.get("commit_s") or 0), n)
+    for phase in phases:
+        body[f"{phase}_s_per_million"] = per_million(body.get(f"{phase}_s"), n)
+    return body
+
+
 def _driver(params: BenchParams, env_extra: dict, timeout_s: float = 3 * 3600) -> tuple[int, dict | None, str]:
     """Run :func:`side` in a fresh process; (exit code, its JSON or None, the output tail)."""
     env = {**bench_env(), **env_extra}
@@ -200,9 +209,7 @@ def measure(source: str, n: int, out_root: Path, shard_rows: int = SHARD_ROWS, b
     code, body, tail = _driver(fresh, {})
     if body is None:
         raise RuntimeError(f"scale fresh {source} {n} failed (rc {code}):\n{tail}")
-    result["fresh"] = body
-    body["list_s_per_million"] = per_million(body.get("list_s"), n)
-    body["commit_s_per_million"] = per_million((body.get("check_s") or 0) + (body.get("commit_s") or 0), n)
+    result["fresh"] = _with_rates(body, n)
     if not resume:
         return result
     crash_at = max(1, body["shards"] // 2)
@@ -213,10 +220,7 @@ def measure(source: str, n: int, out_root: Path, shard_rows: int = SHARD_ROWS, b
     code, body, tail = _driver(crashed, {})
     if body is None:
         raise RuntimeError(f"scale resume {source} {n} failed (rc {code}):\n{tail}")
-    result["resume"] = body
-    body["list_s_per_million"] = per_million(body.get("list_s"), n)
-    body["commit_s_per_million"] = per_million((body.get("check_s") or 0) + (body.get("commit_s") or 0), n)
-    body["scan_s_per_million"] = per_million(body.get("scan_s"), n)
+    result["resume"] = _with_rates(body, n, "scan")
     return result
 
 
