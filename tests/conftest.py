@@ -16,6 +16,41 @@ from tests.procs import free_port, free_port_block  # noqa: F401 - tests import 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Tests that start a ``ray start`` cluster (they share ``~/.ray``'s token and the node agents' start-up):
+#: one xdist worker runs them one after another.
+RAY_CLUSTER_GROUP = "ray-start-cluster"
+
+
+def pytest_configure(config):
+    """Before any worker starts: the machine's Ray token (``~/.ray/auth_token``), made once.
+
+    The first Ray instance on a fresh machine writes it; two starting at once on parallel workers
+    would each write their own, and a node or client of one would then present the other's.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") or (Path.home() / ".ray" / "auth_token").exists():
+        return
+    from ray._private.authentication.authentication_token_setup import generate_and_save_token
+
+    generate_and_save_token()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (infra/local/test.sh), a file's tests stay on one worker.
+
+    Module-scoped engines (one vLLM engine per model and module) then start once, as without xdist;
+    a test marked ``xdist_group`` keeps its own group (``RAY_CLUSTER_GROUP``).
+    """
+    for item in items:
+        if not any(m.name == "xdist_group" for m in item.iter_markers()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
+def _worker_index() -> int:
+    """0, 1, ... for xdist workers gw0, gw1, ...; 0 without xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker[2:].isdigit() else 0
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """family -> directory of its tiny model, built on first use in this session."""
@@ -42,7 +77,9 @@ def s3_server(tmp_path_factory):
     Uses a free block of ports and its own data directory, so it never touches the demo's server
     or another test session's.
     """
-    port = int(os.environ.get("VLMBATCH_TEST_S3_PORT", "0")) or free_port_block(13)
+    fixed = int(os.environ.get("VLMBATCH_TEST_S3_PORT", "0"))
+    # A fixed port is the first worker's; each xdist worker's server takes the next block of 16.
+    port = fixed + 16 * _worker_index() if fixed else free_port_block(13)
     env = {
         **os.environ,
         "VLMBATCH_S3_PORT": str(port),

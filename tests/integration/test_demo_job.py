@@ -19,7 +19,7 @@ from jobs.demo_corpus import write_demo_corpus
 from pipeline.commit import read_committed
 from schemas import columns as C
 from schemas.spec import StorageConfig
-from tests.conftest import ROOT, LocalRayCluster
+from tests.conftest import RAY_CLUSTER_GROUP, ROOT, LocalRayCluster
 from tests.integration.helpers import TRACEBACK, check_demo_output, demo_spec, write_spec
 
 pytestmark = pytest.mark.slow
@@ -110,6 +110,7 @@ def test_readme_dag_blocks_give_the_rows_vlmbatch_run_gives(s3_server, cli_run):
     check_demo_output(s3_server, bucket, "dag-2", "llava")
 
 
+@pytest.mark.xdist_group(RAY_CLUSTER_GROUP)
 def test_ray_job_submit_to_local_cluster(s3_server, corpus_bucket, tiny_models, tmp_path):
     """`ray job submit --working-dir . -- python -m jobs.caption --spec ...` against `ray start --head`."""
     corpus_bucket("vlmbatch-demo")  # the bucket demo.yaml reads

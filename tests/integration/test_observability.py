@@ -22,7 +22,7 @@ from jobs.cli import main as cli_main
 from jobs.demo_corpus import write_demo_corpus
 from schemas.spec import StorageConfig
 from tests import browser
-from tests.conftest import ROOT, LocalRayCluster, free_port
+from tests.conftest import RAY_CLUSTER_GROUP, ROOT, LocalRayCluster, free_port
 from tests.integration.helpers import TRACEBACK, demo_spec, write_spec
 from tests.unit.test_report import _figures
 
@@ -51,6 +51,7 @@ def _scrape(port: int, want: str, timeout_s: float = 90) -> dict[str, float]:
     return samples
 
 
+@pytest.mark.xdist_group(RAY_CLUSTER_GROUP)
 def test_progress_metrics_report_status(s3_server, tiny_models, tmp_path, capsys):
     bucket = "observe"
     write_demo_corpus(f"s3://{bucket}/corpus/", StorageConfig(endpoint_url=s3_server))
