@@ -14,8 +14,12 @@ def golden() -> dict:
     return json.loads(GOLDEN_PATH.read_text())
 
 
-def compare_with_golden(llm, variant: str) -> tuple[float, int, int]:
+def compare_with_golden(llm, variant: str, prepared_from: str | None = None) -> tuple[float, int, int]:
     """Run ``variant``'s golden cases through ``llm`` (one batch, greedy) and compare.
+
+    ``prepared_from``: a model directory: send each image as the pipeline does, as the model input the
+    family's CPU preparer makes for that model (``operators/vlm/xcomposer/image.py``), instead of the
+    raw image the plugin's processor prepares.
 
     Asserts, per case: the prompt token ids, the number of image positions and the greedy tokens exactly;
     every golden top entry must be among vLLM's top entries of the same step.
@@ -36,7 +40,16 @@ def compare_with_golden(llm, variant: str) -> tuple[float, int, int]:
         text = get_family(case["family"]).build_prompt(case["instruction"], case["system"],
                                                        num_images=len(case["images"]))
         p: dict = {"prompt": text}
-        if case["images"]:
+        if case["images"] and prepared_from:
+            from operators.vlm.engine import GenerationRequest, PreparedImage
+            from operators.vlm.vllm_engine import vllm_prompt
+            from schemas.spec import ModelConfig
+
+            prepare = get_family(case["family"]).cpu_prepare(
+                ModelConfig.model_validate({"family": case["family"], "model_id": prepared_from}))
+            image = PreparedImage(prepare(pics[case["images"][0]])[0])
+            p = vllm_prompt(GenerationRequest(case["name"], text, (image,), (f"{case['name']}-0",)), None)
+        elif case["images"]:
             p["multi_modal_data"] = {"image": pics[case["images"][0]]}
         prompts.append(p)
     params = SamplingParams(max_tokens=gold["max_new_tokens"], temperature=0.0, ignore_eos=True,

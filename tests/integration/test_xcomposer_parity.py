@@ -72,8 +72,11 @@ def engine(request, tiny_models):
     gc.collect()
 
 
-def test_plugin_matches_public_code_golden(engine):
+@pytest.mark.parametrize("images", ["raw", "prepared"])
+def test_plugin_matches_public_code_golden(engine, images, tiny_models):
+    """Raw images (the plugin's processor prepares them) and prepared ones (the pipeline's CPU stage did)."""
     variant, tp, tol, llm = engine
-    worst, compared, n = compare_with_golden(llm, variant)
-    print(f"\n{variant} (tp {tp}): max |dlogprob| {worst:.3e} over {compared} entries, {n} cases")
+    worst, compared, n = compare_with_golden(llm, variant,
+                                             prepared_from=str(tiny_models[variant]) if images == "prepared" else None)
+    print(f"\n{variant} (tp {tp}, {images} images): max |dlogprob| {worst:.3e} over {compared} entries, {n} cases")
     assert worst < tol

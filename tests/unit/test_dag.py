@@ -170,6 +170,8 @@ def test_engine_pools_survive_node_loss_and_can_be_pinned():
     ("xcomposer2-4khd", "vllm", True, "list -> fetch -> decode -> prepare -> caption -> postcheck"),
     ("xcomposer2-4khd", "vllm", False, "list -> fetch -> decode -> caption -> postcheck"),
     ("xcomposer2-4khd", "transformers", True, "list -> fetch -> decode -> caption -> postcheck"),
+    ("share-captioner", "vllm", True, "list -> fetch -> decode -> prepare -> caption -> postcheck"),
+    ("xcomposer-vl", "transformers", True, "list -> fetch -> decode -> caption -> postcheck"),
     ("internvl", "vllm", True, "list -> fetch -> decode -> caption -> postcheck"),
 ])
 def test_the_model_input_is_prepared_on_cpu_for_engines_that_take_it(family, kind, cpu_prepare, stages):

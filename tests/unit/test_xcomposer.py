@@ -197,3 +197,24 @@ def test_share_captioner_recipe_uses_the_scripts_instruction_and_settings():
     assert spec.model.family == "share-captioner" and spec.caption.prompt == SHARE_CAPTIONER_INSTRUCTION
     assert spec.sampling.repetition_penalty == SHARE_CAPTIONER_GENERATION["repetition_penalty"]
     assert spec.sampling.min_tokens == SHARE_CAPTIONER_GENERATION["min_new_tokens"]
+
+
+@pytest.mark.parametrize("family", ["share-captioner", "xcomposer-vl", "xcomposer-7b", "xcomposer-7b-4bit"])
+def test_the_cpu_stage_prepares_what_the_engines_processor_would(family, tmp_path):
+    """The v1 family's CPU preparer gives the plugin's own array for a raw image: 3 x 224 x 224 CLIP-normalised
+    (``vis_processor``), at the checkpoint's EVA side where its config gives one."""
+    import numpy as np
+
+    from operators.vlm.registry import get_family
+    from operators.vlm.xcomposer.image import pixel_values
+    from schemas.spec import ModelConfig
+
+    prepare = get_family(family).cpu_prepare(ModelConfig(family=family, model_id="/not/a/dir"))
+    for name, image in enumerate(images()):
+        array, grid = prepare(image)
+        assert grid is None and array.dtype == np.float32 and array.flags.c_contiguous, name
+        assert array.shape == (3, 224, 224), name
+        np.testing.assert_array_equal(array, pixel_values(image, 224).numpy())
+    (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"image_size": 56}}))
+    small = get_family(family).cpu_prepare(ModelConfig(family=family, model_id=str(tmp_path)))
+    assert small(images()[0])[0].shape == (3, 56, 56)

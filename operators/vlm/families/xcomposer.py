@@ -6,8 +6,8 @@ instruction for https://huggingface.co/internlm/internlm-xcomposer-7b, and Share
 script (InternLM-XComposer ``projects/ShareGPT4V/tools/share-cap_batch_infer.py``) for
 https://huggingface.co/Lin-Chen/ShareCaptioner: ``'<|User|>:' + image + instruction + eoh + '\\n<|Bot|>:'``
 with the one instruction below. ``eoa`` (``<TOKENS_UNUSED_1>``) ends an answer (upstream cuts the text
-there). Images: a bicubic resize to 224 x 224 in the engine; every image is ``num_query_token + 2``
-positions.
+there). Images: a bicubic resize to 224 x 224, normalised, on the pipeline's CPU ``prepare`` stage (the
+engine's processor does the same to a raw image); every image is ``num_query_token + 2`` positions.
 """
 
 from __future__ import annotations
@@ -54,12 +54,18 @@ def _reference(model_config):
     return load(model_config)
 
 
+def _cpu_prepare(model):
+    from operators.vlm.xcomposer.image import cpu_preparer
+
+    return cpu_preparer(model.model_id)
+
+
 def _family(name: str, card: str, template: str, system: str, make_tiny) -> ModelFamily:
     return register(ModelFamily(
         name=name, architectures=("InternLMXComposerForCausalLM",), model_card=card, image_placeholder=IMAGE_TOKEN,
         image_separator="", prompt_template=template, system_block="{system}", default_system_prompt=system,
-        stop=(EOA,), max_side=448,  # the engine resizes to 224; more only costs bandwidth
-        make_tiny=make_tiny, reference_loader=_reference))
+        stop=(EOA,), max_side=448,  # the model sees 224; more only costs bandwidth
+        cpu_prepare=_cpu_prepare, make_tiny=make_tiny, reference_loader=_reference))
 
 
 XCOMPOSER_VL = _family("xcomposer-vl", "https://huggingface.co/internlm/internlm-xcomposer-vl-7b", _CARD_TEMPLATE,

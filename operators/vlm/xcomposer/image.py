@@ -6,6 +6,9 @@ PIL's bicubic (what torchvision applies to PIL images); an image already 224 x 2
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,3 +24,23 @@ def pixel_values(image, size: int | None = None) -> torch.Tensor:
     if size is not None:
         image = prepare_vl(image, size)
     return torch.from_numpy(normalize(image))
+
+
+def tower_size(model_id: str) -> int:
+    """EVA's input side for ``model_id``: its config's ``vision_config.image_size``, else the published 224."""
+    from operators.vlm.xcomposer.config import IMAGE_SIZE
+
+    path = Path(model_id) / "config.json"
+    raw = json.loads(path.read_text()) if path.is_file() else {}
+    return int((raw.get("vision_config") or {}).get("image_size") or IMAGE_SIZE)
+
+
+def cpu_preparer(model_id: str) -> Callable:
+    """The pipeline's CPU ``prepare`` function for ``model_id``: ``PIL image -> (3 x size x size float32, None)``.
+
+    The same array :func:`pixel_values` gives the engine's processor for a raw image, so the engine's
+    process receives the model's input and does no image work.
+    """
+    from operators.vlm.xcomposer2.cpu import square_preparer
+
+    return square_preparer(tower_size(model_id))

@@ -76,9 +76,17 @@ class _HDPrepare:
         return model_input_4khd(image, self.hd_num, self.crop)
 
 
+def square_preparer(size: int) -> Callable:
+    """A picklable ``PIL image -> (float32 array, None)``: bicubic resize to ``size`` square, normalised (no tiles).
+
+    XComposer2-VL's input at its 490 and XComposer v1's (``vis_processor``) at EVA's 224: the same steps.
+    """
+    return _VLPrepare(size)
+
+
 def vl_preparer(model_id: str) -> Callable:
     """A picklable ``PIL image -> (float32 array, None)``: VL's model input for ``model_id`` (no tiles)."""
-    return _VLPrepare(vl_size(model_id))
+    return square_preparer(vl_size(model_id))
 
 
 def hd_preparer(model_id: str, hd_num: int | None = None) -> Callable:
