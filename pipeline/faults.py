@@ -19,3 +19,27 @@ def crash_point(name: str, count: int | None = None) -> None:
     want = os.environ.get("VLMBATCH_CRASH_AT")
     if want and want == (name if count is None else f"{name}:{count}"):
         os._exit(137)
+
+
+LOSE_STREAM = "lose-stream-after-shards"
+
+
+def lose_stream_point(count: int) -> None:
+    """Fail the stream here, once per process, as a node lost beyond Ray's retries does, if asked.
+
+    ``VLMBATCH_CRASH_AT=lose-stream-after-shards:<count>`` raises Ray's own
+    ``ObjectReconstructionFailedError`` (what a block whose every copy was on a
+    lost node gives when lineage cannot rebuild it) after ``count`` shards of this attempt: the
+    moment is exact, which a timed node kill is not.
+    """
+    global _lost
+    if _lost or os.environ.get("VLMBATCH_CRASH_AT") != f"{LOSE_STREAM}:{count}":
+        return
+    _lost = True
+    import ray.exceptions
+
+    raise ray.exceptions.ObjectReconstructionFailedError(
+        "ab" * 28, None, "injected: every copy of a block was on a lost node")
+
+
+_lost = False

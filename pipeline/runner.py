@@ -30,9 +30,10 @@ from operators.sources.listing import clear_listing
 from operators.storage import join_uri
 from operators.vlm.factory import EngineFactory
 from pipeline.cluster_check import check_joined
+from pipeline.cluster_loss import STREAM_ATTEMPTS, lost_to_the_cluster
 from pipeline.commit import MANIFEST, CommitError, check_exactly_once, read_manifest, write_manifest
 from pipeline.dag import Pipeline
-from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point
+from pipeline.faults import AFTER_SHARDS, BEFORE_MANIFEST, crash_point, lose_stream_point
 from pipeline.identity import check_attempt, compare, forget_attempt, run_lease
 from pipeline.interrupt import check as check_interrupt
 from pipeline.interrupt import interruptible, ray_starting
@@ -101,6 +102,11 @@ def configure_data_context(run: RunConfig, resources: ResourcesConfig | None = N
     # A failure of one block must never fail the job silently: UDFs turn row errors into
     # statuses, so any block error that reaches Ray Data is a real fault and should stop it.
     ctx.max_errored_blocks = 0
+    # An actor lost with its node while starting (an engine loading its model) is replaced, up to
+    # this many times in a row, instead of failing the run at once (Ray Data's default, 0). An actor
+    # whose constructor itself fails still ends the run: preflight checked the model, and every
+    # replacement of a broken one dies the same way until the budget is spent.
+    ctx.max_consecutive_actor_init_deaths = run.actor_start_losses
 
 
 def summary_lines(manifest: Manifest, run_root: str) -> list[str]:
@@ -137,6 +143,8 @@ class Run:
         self.timings: dict[str, float] = {}
         self._expected: Expected | None = None
         self._skip: KeySet | None = None
+        #: Streams of the last :meth:`execute` lost to the cluster and streamed again (:mod:`pipeline.cluster_loss`).
+        self.restreams = 0
 
     def done_elsewhere(self) -> KeySet:
         """The ids done by earlier runs, as a key set built in tasks (Ray must be up)."""
@@ -229,19 +237,21 @@ class Run:
         self.observer.start(shown, resumed)
         shards = None
         t0 = time.monotonic()
-        if rows_in is None or resumed < rows_in:
-            skips = [skip_done_stage(done, expected.key)] if done else []
-            if done_elsewhere and not expected.skip_applied:
-                skips.append(skip_done_stage(self.done_elsewhere(), C.ID))
-            ds = self.pipeline.dataset(skips, mark)
-            shards = writer_stage(self.run_root, spec.sink, schema, expected.key).apply(ds)
-            for meta in shards.iter_rows():
-                if meta["path"] in ledger.files:
-                    raise CommitError(f"two shards wrote {meta['path']}: the same rows were processed twice")
-                ledger.add(meta)
-                crash_point(AFTER_SHARDS, len(ledger.files) - len(earlier))
-                self.observer.shard(meta)
-                check_interrupt()
+        for stream in range(1, STREAM_ATTEMPTS + 1):
+            if rows_in is not None and ledger.rows >= rows_in:
+                break
+            try:
+                shards = self._stream(schema, expected, ledger, done, earlier, mark, done_elsewhere)
+                break
+            except Exception as exc:
+                if stream == STREAM_ATTEMPTS or not lost_to_the_cluster(exc):
+                    raise
+                # What the lost node held is gone beyond Ray's retries; what was written is in staging.
+                log.warning("run %s: stream %d of %d lost to the cluster (%s: %s); streaming the rest again "
+                            "from staging", self.run_id, stream, STREAM_ATTEMPTS, type(exc).__name__,
+                            str(exc).splitlines()[0][:300] if str(exc) else "")
+                self.restreams += 1
+                ledger, done = scan_staging_tasks(self.run_root, storage, expected.key)
         self.observer.finish()
         self.timings["stream_s"] = round(time.monotonic() - t0, 3)
         t0 = time.monotonic()
@@ -259,6 +269,25 @@ class Run:
         self._print_summary(manifest)
         return manifest
 
+    def _stream(self, schema, expected: Expected, ledger: Ledger, done: KeySet | None, earlier: set,
+                mark, done_elsewhere: bool):
+        """Stream every row not in staging through the stages into the writer, adding each shard to ``ledger``."""
+        spec = self.spec
+        skips = [skip_done_stage(done, expected.key)] if done else []
+        if done_elsewhere and not expected.skip_applied:
+            skips.append(skip_done_stage(self.done_elsewhere(), C.ID))
+        ds = self.pipeline.dataset(skips, mark)
+        shards = writer_stage(self.run_root, spec.sink, schema, expected.key).apply(ds)
+        for meta in shards.iter_rows():
+            if meta["path"] in ledger.files:
+                raise CommitError(f"two shards wrote {meta['path']}: the same rows were processed twice")
+            ledger.add(meta)
+            crash_point(AFTER_SHARDS, len(ledger.files) - len(earlier))
+            lose_stream_point(len(ledger.files) - len(earlier))
+            self.observer.shard(meta)
+            check_interrupt()
+        return shards
+
     def _print_summary(self, manifest: Manifest) -> None:
         print("\n".join(summary_lines(manifest, self.run_root)), file=self.stream or sys.stdout, flush=True)
 
@@ -268,6 +297,7 @@ class Run:
             rows_in=rows_in if rows_in is not None else ledger.rows,
             rows_out=ledger.rows,
             rows_resumed=resumed,
+            restreams=self.restreams,
             by_status=dict(ledger.by_status),
             wall_s=round(wall, 3),
             images_per_s=round((ledger.rows - resumed) / wall, 4),

@@ -36,6 +36,8 @@ class RunSummary(BaseModel):
     rows_in: int = Field(description="Rows the source listed.")
     rows_out: int = Field(description="Rows committed.")
     rows_resumed: int = Field(0, description="Rows committed by earlier attempts of this run id (resume).")
+    restreams: int = Field(0, description="Times this attempt's stream was lost to the cluster (a node took objects "
+                           "beyond Ray's retries) and the rows not yet in staging were streamed again, in the run.")
     by_status: dict[str, int] = Field(description="Committed rows per status.")
     wall_s: float = Field(description="Seconds of this attempt, from plan start to commit.")
     images_per_s: float = Field(description="Rows this attempt processed per second of its wall time.")
@@ -55,6 +57,8 @@ class RunSummary(BaseModel):
         """A few human-readable lines (a QA line when the run asked questions)."""
         statuses = ", ".join(f"{k}={v}" for k, v in sorted(self.by_status.items()))
         resumed = f", {self.rows_resumed} from earlier attempts" if self.rows_resumed else ""
+        if self.restreams:
+            resumed += f", streamed again {self.restreams}x after the cluster lost a stream"
         startup = f" (start-up {self.startup_s:.1f} s)" if self.startup_s is not None else ""
         lines = [
             f"rows in {self.rows_in}, rows out {self.rows_out} ({statuses}){resumed}",

@@ -315,6 +315,12 @@ class RunConfig(_Strict):
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance; None lets Ray decide.")
     progress_bars: bool = Field(True, description="Show Ray Data's per-operator progress bars.")
+    actor_start_losses: int = Field(
+        3, ge=0,
+        description="Actors of one stage that may die while starting (a node lost while an engine loads its model) "
+        "before the run fails; the count restarts when one of them starts. Ray Data's own default, 0, fails the run "
+        "on the first, so one spot node lost during a model load would end it.",
+    )
     lease_ttl_s: int = Field(
         60, ge=10, le=3600,
         description="Lifetime of the run-id lease (<sink.uri>/<run_id>/lease.json), renewed every quarter of it "

@@ -130,3 +130,36 @@ def test_jsonl_read_in_byte_ranges_equals_the_whole(local_ray, tmp_path, monkeyp
     assert len(listing.parts) > 3 and rows == whole, "ranges read in tasks give the rows of the whole manifest"
     assert sum(r[C.STATUS] == "invalid_entry" for r in rows) >= 6
     assert manifest.summary.rows_out == len(whole) == len({r[C.ID] for r in whole})
+
+
+
+def test_a_stream_lost_to_the_cluster_is_streamed_again_inside_the_run(local_ray, tmp_path, monkeypatch):
+    """Ray's error for a block lost with its node, after 3 shards: the run streams the rest again from staging."""
+    n = tree(tmp_path / "corpus")
+    s = spec({"uri": str(tmp_path / "corpus")}, str(tmp_path / "out"))
+    ids = sorted(source_for(s).listing().column(C.ID).to_pylist())
+    monkeypatch.setenv("VLMBATCH_CRASH_AT", "lose-stream-after-shards:3")
+    manifest = run(s, "lost").execute()
+    assert manifest.summary.restreams == 1 and manifest.summary.rows_resumed == 0
+    committed = read_committed(str(tmp_path / "out" / "lost"))
+    assert sorted(committed.column(C.ID).to_pylist()) == ids and manifest.summary.rows_out == n, "each row once"
+    assert "streamed again 1x" in manifest.summary.render()
+
+
+def test_a_failure_of_the_code_is_not_streamed_again(local_ray, tmp_path):
+    """A stage's own exception is the same on every stream: the run ends at once, nothing committed."""
+    from operators.base import Stage
+
+    s = spec({"uri": str(tmp_path / "corpus")}, str(tmp_path / "out"))
+    tree(tmp_path / "corpus")
+    bug = Stage("bug", Broken, needs=(C.ID,), batch_size=8)
+    r = Run(s, "bug", pipeline=Pipeline.read(source_for(s)).then(bug).then(standin_stage(8)))
+    with pytest.raises(Exception, match="a bug in a stage"):
+        r.execute()
+    assert r.restreams == 0
+    assert not (tmp_path / "out" / "bug" / "manifest.json").exists()
+
+
+class Broken:
+    def __call__(self, table):
+        raise ValueError("a bug in a stage: the same on every stream")

@@ -159,3 +159,22 @@ def test_qa_sampling_is_bounded_by_the_qa_model():
           "model": {"family": "internvl", "model_id": "/q", "engine": {"max_model_len": 512}}}
     with pytest.raises(SpecError, match=r"qa.sampling.max_tokens \(512\) leaves no room"):
         parse_spec({**MINIMAL, "qa": qa})
+
+
+def test_an_actor_lost_while_starting_is_replaced_not_fatal():
+    """Ray Data fails a run on the first actor that dies while starting (its default budget 0): a spot node lost
+    while an engine loads its model would end the run. The run's budget reaches Ray Data's context."""
+    import ray.data
+
+    from pipeline.runner import configure_data_context
+    from schemas.spec import RunConfig
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.max_consecutive_actor_init_deaths
+    try:
+        configure_data_context(RunConfig())
+        assert ctx.max_consecutive_actor_init_deaths == RunConfig().actor_start_losses == 3
+        configure_data_context(RunConfig(actor_start_losses=0))
+        assert ctx.max_consecutive_actor_init_deaths == 0
+    finally:
+        ctx.max_consecutive_actor_init_deaths = before
