@@ -34,6 +34,7 @@ def pytest_configure(config):
     generate_and_save_token()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into scheduling scopes
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n N --dist loadgroup`` (infra/local/test.sh), a file's tests stay on one worker.
 
