@@ -96,7 +96,9 @@ def test_swapped_captions_score_lower_than_their_own(tmp_path):
     config = EmbeddingConfig(kind="clip", model_id=str(tmp_path), dtype="float16")
     rows = EmbedActor(config, 16)(pixel_rows(images))
     swapped = [captions[(k + 3) % len(captions)] for k in range(len(captions))]  # another colour or shape
-    align = AlignActor(config, AlignmentConfig(threshold=0.5), 16)
+    # The threshold sits in the middle of the gap the trained model leaves: measured own >= 0.78 and
+    # swapped <= 0.53 (0.5 was at the gap's edge: one swapped caption scored 0.527 on another CPU).
+    align = AlignActor(config, AlignmentConfig(threshold=0.65), 16)
     own = align(rows.append_column(C.CAPTION, pa.array(captions)))
     other = align(rows.append_column(C.CAPTION, pa.array(swapped)))
     s_own = np.asarray(own.column(C.ALIGNMENT_SCORE).to_pylist())
@@ -105,5 +107,5 @@ def test_swapped_captions_score_lower_than_their_own(tmp_path):
     # The threshold splits them: own captions stay ok, swapped ones are low_alignment with the score.
     assert set(own.column(C.STATUS).to_pylist()) == {Status.OK.value}, s_own.round(3)
     assert set(other.column(C.STATUS).to_pylist()) == {Status.LOW_ALIGNMENT.value}, s_other.round(3)
-    assert "below alignment.threshold 0.5" in other.column(C.ERROR)[0].as_py()
+    assert "below alignment.threshold 0.65" in other.column(C.ERROR)[0].as_py()
     assert other.schema.field(C.CAPTION_EMBEDDING).type == pa.list_(pa.float16(), 16)
