@@ -36,10 +36,10 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into scheduling scopes
 def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup`` (infra/local/test.sh), a file's tests stay on one worker.
-
-    Module-scoped engines (one vLLM engine per model and module) then start once, as without xdist;
-    a test marked ``xdist_group`` keeps its own group (``RAY_CLUSTER_GROUP``).
+    """Under ``pytest -n N --dist loadgroup`` (``VLMBATCH_TEST_WORKERS=N infra/local/test.sh``), ask xdist to keep a
+    file's tests on one worker, so that a module's engine starts once; a test marked ``xdist_group`` keeps its own
+    group (``RAY_CLUSTER_GROUP``). Not relied on by CI (one process): in one full two-worker run xdist still split
+    some files' tests across workers, not yet explained.
     """
     for item in items:
         if not any(m.name == "xdist_group" for m in item.iter_markers()):
