@@ -24,8 +24,8 @@ def _chain(exc: BaseException):
             continue
         seen.add(id(e))
         yield e
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None) if isinstance(getattr(e, "cause", None),
-                                                                                  BaseException) else None]
+        cause = getattr(e, "cause", None)  # RayTaskError keeps the remote exception here
+        todo += [e.__cause__, e.__context__, cause if isinstance(cause, BaseException) else None]
 
 
 def lost_to_the_cluster(exc: BaseException) -> bool:

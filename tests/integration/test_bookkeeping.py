@@ -132,7 +132,6 @@ def test_jsonl_read_in_byte_ranges_equals_the_whole(local_ray, tmp_path, monkeyp
     assert manifest.summary.rows_out == len(whole) == len({r[C.ID] for r in whole})
 
 
-
 def test_a_stream_lost_to_the_cluster_is_streamed_again_inside_the_run(local_ray, tmp_path, monkeypatch):
     """Ray's error for a block lost with its node, after 3 shards: the run streams the rest again from staging."""
     n = tree(tmp_path / "corpus")

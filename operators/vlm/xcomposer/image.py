@@ -6,9 +6,7 @@ PIL's bicubic (what torchvision applies to PIL images); an image already 224 x 2
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,10 +27,9 @@ def pixel_values(image, size: int | None = None) -> torch.Tensor:
 def tower_size(model_id: str) -> int:
     """EVA's input side for ``model_id``: its config's ``vision_config.image_size``, else the published 224."""
     from operators.vlm.xcomposer.config import IMAGE_SIZE
+    from operators.vlm.xcomposer2.cpu import raw_config
 
-    path = Path(model_id) / "config.json"
-    raw = json.loads(path.read_text()) if path.is_file() else {}
-    return int((raw.get("vision_config") or {}).get("image_size") or IMAGE_SIZE)
+    return int((raw_config(model_id).get("vision_config") or {}).get("image_size") or IMAGE_SIZE)
 
 
 def cpu_preparer(model_id: str) -> Callable:

@@ -22,14 +22,14 @@ from pathlib import Path
 from operators.vlm.xcomposer2.config import DEFAULT_HD_NUM, HD_CROP_SIZE, VL_IMAGE_SIZE
 
 
-def _raw_config(model_id: str) -> dict:
+def raw_config(model_id: str) -> dict:
     path = Path(model_id) / "config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def hd_settings(model_id: str, hd_num: int | None = None) -> tuple[int, int]:
     """(hd_num, crop) for ``model_id``; an explicit ``hd_num`` wins over the checkpoint's."""
-    raw = _raw_config(model_id)
+    raw = raw_config(model_id)
     configured = int(raw.get("hd_num") or DEFAULT_HD_NUM)
     crop = int((raw.get("vision_config") or {}).get("image_size") or HD_CROP_SIZE)
     return int(hd_num or configured), crop
@@ -37,7 +37,7 @@ def hd_settings(model_id: str, hd_num: int | None = None) -> tuple[int, int]:
 
 def vl_size(model_id: str) -> int:
     """The square side VL resizes to, for ``model_id`` (as ``InternLMXComposer2Config.clip_config``)."""
-    raw = _raw_config(model_id)
+    raw = raw_config(model_id)
     return int((raw.get("vision_config") or {}).get("image_size") or raw.get("img_size") or VL_IMAGE_SIZE)
 
 
