@@ -6,10 +6,12 @@ Bookkeeping that must not grow with rows on the driver uses three things from he
   equal digests of two multisets of keys mean the same keys, each as often (a key written twice
   adds its hash twice; a key lost takes it away); shards are summed, so the driver holds one
   number per shard, never a key.
-- :class:`KeySet`: the keys of many files, deduplicated and sorted by CPU tasks into at most
+- :class:`KeySet`: the keys of many files, deduplicated and sorted by CPU tasks into
   :data:`GROUPS` NumPy arrays held in Ray's object store (one copy per node that reads them,
-  mapped, not copied, by each worker); membership is a binary search per group. The driver holds
-  only the object references.
+  mapped, not copied, by each worker), split by a hash of the key (:func:`bucket_of`) so that a
+  lookup binary-searches each key in its one group only. The driver holds only the object
+  references. (Groups by file instead of by hash made every lookup search every group: at 5M
+  done keys a resume's skip stage spent ~100 ms a block of 8,192, the whole stream 4x a fresh one.)
 - :func:`find_repeats`: every key that occurs more than once across files, found by tasks that
   hash keys into buckets and sort each bucket; the answer is positions (file, row) of every
   occurrence after the first, which is small unless the input is mostly repeats.
@@ -97,24 +99,85 @@ def concat_keys(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([a.astype(f"S{width}", copy=False) for a in arrays])
 
 
-def _sorted_unique(uris: list[str], column: str, storage: StorageConfig | None) -> tuple[np.ndarray, int]:
-    """Task body: the distinct keys of ``column`` over ``uris``, sorted, and how many."""
-    arr = np.unique(concat_keys([as_key_array(_read_column(u, column, storage)) for u in uris]))
+def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
+    """A deterministic bucket in ``[0, buckets)`` per key, the same whatever width the keys are padded to.
+
+    A weighted sum of the key's bytes (padding bytes are zero and add nothing), byte column by
+    byte column so that memory stays a few arrays of ``len(keys)``.
+    """
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64)
+    width = keys.dtype.itemsize
+    codes = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), width)
+    h = np.zeros(len(keys), dtype=np.uint64)
+    for j in range(width):
+        h += codes[:, j].astype(np.uint64) * np.uint64((j + 1) * 2654435761)
+    h ^= h >> np.uint64(29)  # mix the high bits in before the modulus
+    return (h % np.uint64(buckets)).astype(np.int64)
+
+
+def split_by_bucket(keys: np.ndarray, buckets: int) -> list[np.ndarray]:
+    """``keys`` split into ``buckets`` arrays by :func:`bucket_of`."""
+    which = bucket_of(keys, buckets)
+    return [keys[which == b] for b in range(buckets)]
+
+
+def _bucketed_keys(uris: list[str], column: str, storage: StorageConfig | None,
+                   buckets: int) -> tuple[int, list[np.ndarray]]:
+    """Map task: how many keys ``column`` has over ``uris``, and the keys split by bucket (each sorted, distinct)."""
+    keys = concat_keys([as_key_array(_read_column(u, column, storage)) for u in uris])
+    return len(keys), [np.unique(part) for part in split_by_bucket(keys, buckets)]
+
+
+def unique_of(bucket: int, *parts: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Reduce task: bucket ``bucket`` of every map task's split keys, sorted and distinct, and how many."""
+    arr = np.unique(concat_keys([p[bucket] for p in parts if len(p[bucket])]))
     return arr, len(arr)
 
 
-def contains(groups: Sequence[np.ndarray], keys: np.ndarray) -> np.ndarray:
-    """Boolean mask: which of ``keys`` are in any of the sorted ``groups``."""
+def reduce_buckets(parts: list, buckets: int) -> tuple[tuple, list]:
+    """One reduce task per bucket over the map tasks' split keys (``parts``: one ref per map task).
+
+    A map task's split keys travel as one object, large enough for the object store: returned
+    bucket by bucket, the small parts would be inlined into the owner, the driver (maps x buckets
+    of them, up to 100 KB each). A node fetches each map object once for all its reduce tasks.
+    Returns the buckets' array refs (they stay in the object store) and refs of their sizes.
+    """
+    reduce_ = cpu_task(unique_of, num_returns=2)
+    pairs = [reduce_.remote(b, *parts) for b in range(buckets)]
+    return tuple(ref for ref, _ in pairs), [size for _, size in pairs]
+
+
+def _search(arr: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Which of ``keys`` are in the sorted ``arr``."""
+    if len(arr) == 0 or not len(keys):
+        return np.zeros(len(keys), dtype=bool)
+    width = max(arr.dtype.itemsize, keys.dtype.itemsize)
+    probe = keys.astype(f"S{width}") if keys.dtype.itemsize != width else keys
+    pos = np.searchsorted(arr, probe)
+    found = pos < len(arr)
+    found[found] = arr[pos[found]] == probe[found]
+    return found
+
+
+def contains(groups: Sequence[np.ndarray], keys: np.ndarray, bucketed: bool = False) -> np.ndarray:
+    """Boolean mask: which of ``keys`` are in any of the sorted ``groups``.
+
+    ``bucketed``: group ``b`` holds exactly the keys of :func:`bucket_of` ``b`` (of ``len(groups)``),
+    so each key is looked up in its own group only; otherwise in every group.
+    """
     hit = np.zeros(len(keys), dtype=bool)
+    if not len(keys) or not groups:
+        return hit
+    if bucketed:
+        which = bucket_of(keys, len(groups))
+        for b, arr in enumerate(groups):
+            at = np.flatnonzero(which == b)
+            if len(at) and len(arr):
+                hit[at] = _search(arr, keys[at])
+        return hit
     for arr in groups:
-        if len(arr) == 0 or not len(keys):
-            continue
-        width = max(arr.dtype.itemsize, keys.dtype.itemsize)
-        probe = keys.astype(f"S{width}") if keys.dtype.itemsize != width else keys
-        pos = np.searchsorted(arr, probe)
-        found = pos < len(arr)
-        found[found] = arr[pos[found]] == probe[found]
-        hit |= found
+        hit |= _search(arr, keys)
     return hit
 
 
@@ -123,12 +186,15 @@ class KeySet:
     """Keys held in Ray's object store as sorted arrays; picklable (it travels as references).
 
     Attributes:
-        refs: object references of the sorted, distinct arrays (groups may share keys).
-        rows: keys summed over the groups (an upper bound on distinct keys).
+        refs: object references of the sorted, distinct arrays.
+        rows: keys summed over the groups (distinct keys when ``bucketed``, else an upper bound).
+        bucketed: group ``b`` holds the keys of :func:`bucket_of` ``b`` (no key is in two groups, and a
+            lookup searches one group); False: any key may be in any group (each lookup searches all).
     """
 
     refs: tuple = ()
     rows: int = 0
+    bucketed: bool = False
     _cache: list = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
@@ -138,8 +204,8 @@ class KeySet:
 
         if not keys:
             return cls()
-        arr = np.unique(as_key_array(list(keys)))
-        return cls((ray.put(arr),), len(arr))
+        parts = [np.unique(p) for p in split_by_bucket(as_key_array(list(keys)), GROUPS)]
+        return cls(tuple(ray.put(p) for p in parts), sum(len(p) for p in parts), bucketed=True)
 
     @classmethod
     def from_files(cls, uris: Sequence[str], column: str, storage: StorageConfig | None,
@@ -150,12 +216,12 @@ class KeySet:
         uris = list(uris)
         if not uris:
             return cls()
-        task = cpu_task(_sorted_unique, num_returns=2)
+        task = cpu_task(_bucketed_keys, num_returns=2)
         step = -(-len(uris) // groups)
-        pairs = [task.remote(uris[i:i + step], column, storage) for i in range(0, len(uris), step)]
+        mapped = [task.remote(uris[i:i + step], column, storage, groups) for i in range(0, len(uris), step)]
+        refs, sizes = reduce_buckets([split for _, split in mapped], groups)
         # Only the sizes come to the driver; the arrays stay in the object store.
-        sizes = ray.get([size for _, size in pairs])
-        return cls(tuple(ref for ref, _ in pairs), sum(sizes))
+        return cls(refs, sum(ray.get(sizes)), bucketed=True)
 
     def __bool__(self) -> bool:
         return bool(self.refs)
@@ -170,20 +236,10 @@ class KeySet:
 
     def mask(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Which of ``keys`` are in the set."""
-        return contains(self.groups(), as_key_array(keys))
+        return contains(self.groups(), as_key_array(keys), self.bucketed)
 
     def __reduce__(self):
-        return (KeySet, (self.refs, self.rows))
-
-
-def _bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
-    """A cheap deterministic bucket per key (any fixed function of the bytes will do)."""
-    if not len(keys):
-        return np.zeros(0, dtype=np.int64)
-    width = keys.dtype.itemsize
-    codes = np.frombuffer(keys.tobytes(), dtype=np.uint8).reshape(len(keys), width).astype(np.uint64)
-    weights = np.arange(1, width + 1, dtype=np.uint64) * np.uint64(2654435761)
-    return ((codes * weights).sum(axis=1) % np.uint64(buckets)).astype(np.int64)
+        return (KeySet, (self.refs, self.rows, self.bucketed))
 
 
 def _split_into_buckets(uris: list[str], first: int, column: str, storage: StorageConfig | None,
@@ -199,7 +255,7 @@ def _split_into_buckets(uris: list[str], first: int, column: str, storage: Stora
         order.append((np.int64(first + n) << np.int64(32)) | rows[present])
     allk = concat_keys(keys)
     allo = np.concatenate(order) if order else np.array([], dtype=np.int64)
-    which = _bucket_of(allk, buckets)
+    which = bucket_of(allk, buckets)
     out = [(allk[which == b], allo[which == b]) for b in range(buckets)]
     return out if buckets > 1 else out[0]
 

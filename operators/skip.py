@@ -1,8 +1,9 @@
 """Drop rows whose key is already done (resume, scheduled incremental runs), joining in CPU tasks.
 
 The done keys are a :class:`operators.idset.KeySet`: sorted arrays that tasks built and left in
-Ray's object store. Each task of this stage maps them (zero-copy) and binary-searches its
-block's keys in them; the driver ships only the references.
+Ray's object store, split by a hash of the key. Each task of this stage maps them (zero-copy) and
+binary-searches each of its block's keys in the one array of its hash; the driver ships only the
+references.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
 
 Figures: throughput over time (images/s of this attempt, from the engine actors' per-batch
 completion times) with the engines' start-up as its own segment, status breakdown (from the
-manifest), generated-length histogram (read from the committed files' token counts), per-stage
+manifest), generated-length histogram (from the writer's per-shard length counts, or read from the committed
+files' token counts for a report rebuilt later), per-stage
 time (Ray Data's operator statistics); for runs with QA, the pairs' status breakdown and the
 answers' length histogram, and the QA model's provenance beside the caption model's. The report is written
 after the manifest and never changes what was committed: a report that cannot be written is a
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
@@ -29,7 +31,7 @@ from schemas.status import Status
 if TYPE_CHECKING:
     import ray.data
 
-    from pipeline.figures import Timeline
+    from pipeline.figures import LengthCounts, Timeline
     from schemas.manifest import Manifest
     from schemas.spec import StorageConfig
 
@@ -94,58 +96,62 @@ def throughput_series(batches: list[tuple[float, int, int]], startup_s: float | 
              "tokens_per_s": round(tokens[b] / width, 3)} for b in range(n)]
 
 
-def histogram(lengths: list[int]) -> dict:
-    """About :data:`HIST_BINS` bins of whole-token width over ``lengths``."""
-    if not lengths:
+def histogram(counts: Mapping[int, int]) -> dict:
+    """About :data:`HIST_BINS` bins of whole-token width over lengths given as ``{length: how many}``."""
+    counts = {k: n for k, n in counts.items() if n}
+    if not counts:
         return {"bin_edges": [], "counts": [], "rows": 0}
-    lo, hi = min(lengths), max(lengths)
+    lo, hi = min(counts), max(counts)
     width = max(1, -(-(hi - lo + 1) // HIST_BINS))
     edges = list(range(lo, hi + width + 1, width))
-    counts = [0] * (len(edges) - 1)
-    for n in lengths:
-        counts[min((n - lo) // width, len(counts) - 1)] += 1
-    return {"bin_edges": edges, "counts": counts, "rows": len(lengths), "mean": round(sum(lengths) / len(lengths), 2)}
+    bins = [0] * (len(edges) - 1)
+    for length, n in counts.items():
+        bins[min((length - lo) // width, len(bins) - 1)] += n
+    rows = sum(counts.values())
+    return {"bin_edges": edges, "counts": bins, "rows": rows,
+            "mean": round(sum(k * n for k, n in counts.items()) / rows, 2)}
 
 
-def length_histograms(manifest: Manifest, run_root: str,
-                      storage: StorageConfig | None) -> tuple[dict | None, dict | None]:
-    """Generated tokens of ``ok`` captions and of ``ok`` QA answers, read through the manifest.
+def lengths_from_files(manifest: Manifest, run_root: str, storage: StorageConfig | None) -> LengthCounts:
+    """The committed files' generated lengths, counted file by file (a report rebuilt from the manifest alone).
 
-    Either is None when the records carry no such counts (a run without QA; a version-1 run's QA pairs).
+    The driver holds one file's two or three columns at a time and the counts, never a row list.
     """
+    from pipeline.figures import LengthCounts, length_counts
+
     fs, root = filesystem(run_root, storage)
-    captions: list[int] | None = []
-    answers: list[int] | None = []
+    lengths = LengthCounts()
     for entry in manifest.files:
         with fs.open(f"{root}/{entry.path}", "rb") as f:
             pf = pq.ParquetFile(f)
-            schema = pf.schema_arrow
-            names = set(schema.names)
-            if C.NUM_GENERATED_TOKENS not in names or C.STATUS not in names:
-                captions = None
-            qa_counted = C.QA in names and C.NUM_GENERATED_TOKENS in {
-                pair.name for pair in schema.field(C.QA).type.value_type}
-            if not qa_counted:
-                answers = None
-            t = pf.read(columns=[c for c in (C.NUM_GENERATED_TOKENS, C.STATUS, C.QA)
-                                 if c in names and (c != C.QA or qa_counted)])
-        rows = t.to_pylist()
-        if captions is not None:
-            captions += [int(r[C.NUM_GENERATED_TOKENS]) for r in rows
-                         if r[C.STATUS] == Status.OK.value and r[C.NUM_GENERATED_TOKENS] is not None]
-        if answers is not None:
-            answers += [int(p[C.NUM_GENERATED_TOKENS]) for r in rows for p in r.get(C.QA) or []
-                        if p[C.STATUS] == Status.OK.value and p[C.NUM_GENERATED_TOKENS] is not None]
-    return (histogram(captions) if captions is not None else None,
-            histogram(answers) if answers is not None and manifest.summary.qa_pairs else None)
+            names = set(pf.schema_arrow.names)
+            lengths.add(length_counts(pf.read(columns=[c for c in (C.NUM_GENERATED_TOKENS, C.STATUS, C.QA)
+                                                       if c in names], use_threads=False)))
+    return lengths
+
+
+def length_histograms(manifest: Manifest, lengths: LengthCounts) -> tuple[dict | None, dict | None]:
+    """Histograms of the generated tokens of ``ok`` captions and of ``ok`` QA answers.
+
+    Either is None when the records carry no such counts (a run without QA; a version-1 run's QA pairs).
+    """
+    return (histogram(lengths.captions) if lengths.captions is not None else None,
+            histogram(lengths.answers) if lengths.answers is not None and manifest.summary.qa_pairs else None)
 
 
 def build_report(manifest: Manifest, run_root: str, storage: StorageConfig | None = None,
-                 timeline: Timeline | None = None, stages: list[dict] | None = None) -> dict:
-    """The report of a committed run as JSON-ready data."""
+                 timeline: Timeline | None = None, stages: list[dict] | None = None,
+                 lengths: LengthCounts | None = None) -> dict:
+    """The report of a committed run as JSON-ready data.
+
+    ``lengths``: the run's generated lengths as its writer counted them (the ledger's); without
+    them, the committed files are read for them (:func:`lengths_from_files`).
+    """
     summary = manifest.summary
     failed = {k: v for k, v in summary.by_status.items() if k != Status.OK.value}
-    captions, answers = length_histograms(manifest, run_root, storage)
+    if lengths is None:
+        lengths = lengths_from_files(manifest, run_root, storage)
+    captions, answers = length_histograms(manifest, lengths)
     startup = timeline.startup_s if timeline is not None else summary.startup_s
     figures = {
         "throughput": throughput_series(timeline.batches if timeline else [], startup),
@@ -179,13 +185,15 @@ def write_report(report: dict, run_root: str, storage: StorageConfig | None = No
 
 
 def publish_report(manifest: Manifest, run_root: str, storage: StorageConfig | None = None,
-                   timeline: Timeline | None = None, ds: ray.data.Dataset | None = None) -> dict | None:
+                   timeline: Timeline | None = None, ds: ray.data.Dataset | None = None,
+                   lengths: LengthCounts | None = None) -> dict | None:
     """Build and write the report of a committed run; None (and a warning) if it cannot be written.
 
     The manifest is already the truth when this runs: a report failure never fails the run.
     """
     try:
-        report = build_report(manifest, run_root, storage, timeline, stage_times(ds) if ds is not None else [])
+        report = build_report(manifest, run_root, storage, timeline, stage_times(ds) if ds is not None else [],
+                              lengths)
         write_report(report, run_root, storage)
     except Exception as exc:  # noqa: BLE001 - the run is committed; a report failure is only a warning
         log.warning("run %s is committed but its report could not be written: %s", manifest.run_id, exc)

@@ -264,7 +264,7 @@ class Run:
         lease.check()
         write_manifest(self.run_root, manifest, storage)
         self.timings["commit_s"] = round(time.monotonic() - t0, 3)
-        publish_report(manifest, self.run_root, storage, self.observer.timeline, shards)
+        publish_report(manifest, self.run_root, storage, self.observer.timeline, shards, ledger.lengths)
         log.info("run %s phases (s): %s", self.run_id, self.timings)
         self._print_summary(manifest)
         return manifest

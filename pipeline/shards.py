@@ -29,11 +29,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.base import ActorPool, Resources, Stage
-from operators.idset import DIGEST_MOD, GROUPS, KeySet, as_key_array, concat_keys, digest_hex, key_digest
+from operators.idset import (
+    DIGEST_MOD,
+    GROUPS,
+    KeySet,
+    as_key_array,
+    concat_keys,
+    digest_hex,
+    key_digest,
+    reduce_buckets,
+    split_by_bucket,
+)
 from operators.storage import ensure_parent, filesystem, join_uri, split_uri
 from operators.storage_errors import is_transient
 from operators.tasks import cpu_task
-from pipeline.figures import QAFigures, batch_times, qa_figures
+from pipeline.figures import LengthCounts, QAFigures, batch_times, length_counts, qa_figures
 from schemas import columns as C
 from schemas.manifest import FileEntry
 from schemas.records import conform
@@ -58,6 +68,7 @@ SHARD_META = pa.schema(
         pa.field("generated_tokens", pa.int64()),
         pa.field("engine", pa.string()),
         pa.field("qa", pa.string()),  # pipeline.figures.qa_figures
+        pa.field("lengths", pa.string()),  # pipeline.figures.length_counts
         pa.field("timing", pa.string()),  # pipeline.figures.batch_times
         pa.field("digest", pa.string()),
         pa.field("repeats", pa.int64()),
@@ -152,7 +163,8 @@ def shard_name(ids: list[str]) -> str:
 
 def shard_stats(data: pa.Table, key: str = C.ID) -> dict:
     """A shard's figures: rows per status (JSON), prompt and generated tokens, the engine that wrote it, its QA
-    figures (JSON), the digest of its ``key`` column and how many of its keys repeat another of its keys."""
+    figures and generated-length counts (JSON), the digest of its ``key`` column and how many of its keys repeat
+    another of its keys."""
     def total(name: str) -> int:
         return sum(x or 0 for x in data.column(name).to_pylist()) if name in data.column_names else 0
 
@@ -160,7 +172,7 @@ def shard_stats(data: pa.Table, key: str = C.ID) -> dict:
     keys = data.column(key).to_pylist()
     return {"by_status": json.dumps(Counter(data.column(C.STATUS).to_pylist()), sort_keys=True),
             "prompt_tokens": total(C.NUM_PROMPT_TOKENS), "generated_tokens": total(C.NUM_GENERATED_TOKENS),
-            "engine": engines[0] if engines else None, "qa": qa_figures(data),
+            "engine": engines[0] if engines else None, "qa": qa_figures(data), "lengths": length_counts(data),
             "digest": digest_hex(key_digest(keys)), "repeats": len(keys) - len(set(keys))}
 
 
@@ -236,6 +248,7 @@ class Ledger:
     generated_tokens: int = 0
     engine: str | None = None
     qa: QAFigures = field(default_factory=QAFigures)
+    lengths: LengthCounts = field(default_factory=LengthCounts)
     digest: int = 0  # sum of the shards' key digests (mod 2**128)
     repeats: int = 0  # keys repeated within a shard, summed
 
@@ -261,6 +274,7 @@ class Ledger:
         self.generated_tokens += meta["generated_tokens"]
         self.engine = self.engine or meta["engine"]
         self.qa.add(meta.get("qa"))
+        self.lengths.add(meta["lengths"])
         self.digest = (self.digest + int(meta["digest"], 16)) % DIGEST_MOD
         self.repeats += meta["repeats"]
 
@@ -290,16 +304,15 @@ def _scan_file(uri: str, storage: StorageConfig, key: str) -> tuple[dict, pa.Chu
     return meta, t.column(key)
 
 
-def _scan_group(uris: list[str], storage: StorageConfig, key: str) -> tuple[tuple[list[dict], int], np.ndarray]:
-    """Task body: (the metadata rows of a group of staging files, how many distinct keys), the keys sorted."""
+def _scan_group(uris: list[str], storage: StorageConfig, key: str, buckets: int) -> tuple[list[dict], list]:
+    """Task body: the metadata rows of a group of staging files, and their keys split by bucket (sorted, distinct)."""
     metas, keys = [], []
     for uri in uris:
         scanned = _scan_file(uri, storage, key)
         if scanned is not None:
             metas.append(scanned[0])
             keys.append(as_key_array(scanned[1]))
-    merged = np.unique(concat_keys(keys))
-    return (metas, len(merged)), merged
+    return metas, [np.unique(part) for part in split_by_bucket(concat_keys(keys), buckets)]
 
 
 def staged_files(run_root: str, storage: StorageConfig) -> list[str]:
@@ -340,10 +353,9 @@ def scan_staging_tasks(run_root: str, storage: StorageConfig, key: str = C.ID,
         return ledger, KeySet()
     task = cpu_task(_scan_group, num_returns=2)
     step = -(-len(uris) // groups)
-    pairs = [task.remote(uris[i:i + step], storage, key) for i in range(0, len(uris), step)]
-    distinct = 0
-    for metas, n in ray.get([m for m, _ in pairs]):
-        distinct += n
+    mapped = [task.remote(uris[i:i + step], storage, key, groups) for i in range(0, len(uris), step)]
+    refs, sizes = reduce_buckets([split for _, split in mapped], groups)
+    for metas in ray.get([metas for metas, _ in mapped]):
         for meta in metas:
             ledger.add(meta)
-    return ledger, KeySet(tuple(k for _, k in pairs), distinct)
+    return ledger, KeySet(refs, sum(ray.get(sizes)), bucketed=True)

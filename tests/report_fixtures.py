@@ -96,5 +96,5 @@ def make_committed_run(run_root: str, storage: StorageConfig, shards: int = 5, r
     write_bytes_atomic(f"{run_root}/{MANIFEST}", manifest.model_dump_json().encode(), storage)
     observer.finish()
     if report:
-        publish_report(manifest, run_root, storage, observer.timeline)
+        publish_report(manifest, run_root, storage, observer.timeline, lengths=ledger.lengths)
     return manifest, observer

@@ -7,7 +7,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.ids import location_id
-from operators.idset import add_digests, as_key_array, contains, digest_hex, find_repeats, key_digest
+from operators.idset import (
+    add_digests,
+    as_key_array,
+    bucket_of,
+    contains,
+    digest_hex,
+    find_repeats,
+    key_digest,
+    split_by_bucket,
+)
 
 
 def test_digest_is_order_free_and_counts_every_key():
@@ -32,6 +41,18 @@ def test_contains_searches_every_group_of_any_width():
     groups = [np.unique(as_key_array(["b", "d"])), np.unique(as_key_array(["aaaa", "zz"]))]
     hit = contains(groups, as_key_array(["a", "b", "c", "d", "aaaa", "zz", "zzz"]))
     assert hit.tolist() == [False, True, False, True, True, True, False]
+
+
+def test_bucketed_groups_find_each_key_in_its_own_group_whatever_its_width():
+    done = as_key_array(["b", "d", "aaaa", "zz"] + [location_id(f"d{i}") for i in range(200)])
+    groups = [np.unique(g) for g in split_by_bucket(done, 7)]
+    assert sum(len(g) for g in groups) == len(done) and sum(len(g) > 0 for g in groups) > 3, "keys spread"
+    probe = as_key_array(["a", "b", "c", "d", "aaaa", "zz", "zzz"] + [location_id(f"d{i}") for i in range(0, 400, 2)])
+    expected = [False, True, False, True, True, True, False] + [i < 200 for i in range(0, 400, 2)]
+    assert contains(groups, probe, bucketed=True).tolist() == expected
+    assert contains(groups, probe).tolist() == expected, "the unbucketed search agrees"
+    narrow, wide = as_key_array(["zz", "b"]), as_key_array(["zz", "b"]).astype("S40")
+    assert bucket_of(narrow, 7).tolist() == bucket_of(wide, 7).tolist(), "padding does not move a key"
 
 
 def test_repeats_across_files_keep_the_first_occurrence(tmp_path):

@@ -58,7 +58,7 @@ def test_part_writer_splits_skips_and_digests(tmp_path):
     files = [(f"/img/{k:04d}.jpg", k) for k in range(25)]
     table = listing_rows("file", files, (".jpg",), "/img")
     ids = table.column(C.ID).to_pylist()
-    done = KeySet(("in-memory",), 5, [np.unique(as_key_array(ids[:5]))])  # what a schedule already has
+    done = KeySet(("in-memory",), 5, _cache=[np.unique(as_key_array(ids[:5]))])  # what a schedule already has
     writer = PartWriter(str(tmp_path), None, LISTING_SCHEMA, "unit-a", "a", C.ID, done, part_rows=8)
     writer.add(table.slice(0, 11))
     writer.add(table.slice(11))

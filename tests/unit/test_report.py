@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections import Counter
 from html.parser import HTMLParser
 
 import pytest
 
+from pipeline.figures import TIMELINE_POINTS, LengthCounts, Timeline
 from pipeline.progress import RunObserver
-from pipeline.report import REPORT_HTML, REPORT_JSON, publish_report, throughput_series
+from pipeline.report import REPORT_HTML, REPORT_JSON, build_report, histogram, publish_report, throughput_series
 from schemas.spec import StorageConfig
 from tests import browser
 from tests.report_fixtures import BATCH_S, READY_S, STATUSES, make_committed_run
@@ -165,3 +167,52 @@ def test_a_report_that_cannot_be_written_never_fails_the_committed_run(tmp_path,
     assert publish_report(manifest, str(run), StorageConfig(), observer.timeline) is None
     assert "is committed but its report could not be written" in caplog.text
     assert (run / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("qa", [False, True])
+def test_writer_length_counts_give_the_histograms_a_file_read_gives(tmp_path, qa):
+    """The run's report takes the lengths the writer counted; a report rebuilt from the manifest reads the files."""
+    run = tmp_path / f"run-{qa}"
+    manifest, _ = make_committed_run(str(run), StorageConfig(), shards=3, rows=10, qa=qa)
+    written = json.loads((run / REPORT_JSON).read_text())["figures"]
+    rebuilt = build_report(manifest, str(run), StorageConfig())["figures"]
+    assert written["generated_length_histogram"] == rebuilt["generated_length_histogram"]
+    assert written.get("qa_answer_length_histogram") == rebuilt.get("qa_answer_length_histogram")
+    ok = [(i * 7) % 23 + 4 for i in range(30) if STATUSES[i % 10] == "ok"]
+    hist = written["generated_length_histogram"]
+    assert hist["rows"] == len(ok) and hist["mean"] == round(sum(ok) / len(ok), 2)
+    assert (written.get("qa_answer_length_histogram") is not None) == qa
+
+
+def test_histogram_of_counts_is_the_histogram_of_the_lengths():
+    lengths = [3, 3, 4, 9, 27, 27, 27, 60]
+    hist = histogram(Counter(lengths))
+    assert hist["rows"] == 8 and sum(hist["counts"]) == 8 and hist["mean"] == round(sum(lengths) / 8, 2)
+    assert hist["bin_edges"][0] == 3 and hist["bin_edges"][-2] <= 60 < hist["bin_edges"][-1]
+    assert histogram({}) == {"bin_edges": [], "counts": [], "rows": 0}
+
+
+def test_a_shard_without_length_counts_leaves_no_histogram():
+    counts = LengthCounts()
+    counts.add(json.dumps({"captions": {"5": 2}, "answers": None}))
+    counts.add(json.dumps({"captions": {"5": 1, "7": 1}, "answers": None}))
+    assert counts.captions == {5: 3, 7: 1} and counts.answers is None
+    counts.add(json.dumps({"captions": None, "answers": None}))
+    counts.add(json.dumps({"captions": {"9": 1}, "answers": None}))
+    assert counts.captions is None, "a histogram over some shards only would mislead"
+
+
+def test_timeline_stays_bounded_and_adds_up():
+    timeline = Timeline(started_at=1000.0)
+    n = 3 * TIMELINE_POINTS
+    for shard in range(n // 64):  # 64 batches a shard, one every 0.1 s
+        batches = [[1000.0 + 0.1 * (shard * 64 + k), 8, 80] for k in range(64)]
+        timeline.add(json.dumps({"batches": batches, "ready_at": 1001.0}))
+        assert len(timeline.batches) <= TIMELINE_POINTS
+    points = timeline.batches
+    assert sum(p[1] for p in points) == 8 * n and sum(p[2] for p in points) == 80 * n
+    assert [p[0] for p in points] == sorted(p[0] for p in points)
+    assert points[-1][0] == pytest.approx(0.1 * (n - 1)), "the last completion is kept as it was"
+    series = throughput_series(points, timeline.startup_s)
+    assert sum(p["images_per_s"] for p in series) * (points[-1][0] - 1.0) / len(series) == \
+        pytest.approx(8 * n, rel=0.01)
