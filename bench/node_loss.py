@@ -70,6 +70,8 @@ def scenario(name: str, cluster, nodes: dict[str, str], spec_path: str, sink: Pa
         while _staged(sink / run_id) == 0 and proc.poll() is None:
             time.sleep(0.2)
         event["killed_at_s"] = round(time.perf_counter() - t0, 2)
+        # How far the run was when the node went: a loss after the last shard would prove nothing.
+        event["shards_staged_at_kill"] = _staged(sink / run_id)
         cluster.kill_node(nodes[node])
         fresh = f"{node}-{time.monotonic_ns()}"
         cluster.add_node(fresh, 2, ENGINE if node == "engine" else None)
@@ -80,8 +82,8 @@ def scenario(name: str, cluster, nodes: dict[str, str], spec_path: str, sink: Pa
     log.close()
     if code != 0:
         raise RuntimeError(f"node_loss {name} failed (rc {code}): {(sink / f'{run_id}.log').read_text()[-3000:]}")
-    return {"scenario": name, "wall_s": round(wall, 3), **event, **_committed(str(sink / run_id), corpus),
-            "load_after": loadavg()}
+    return {"scenario": name, "wall_s": round(wall, 3), **event, "shards": _staged(sink / run_id),
+            **_committed(str(sink / run_id), corpus), "load_after": loadavg()}
 
 
 def compare(params: BenchParams, runs: int) -> dict:

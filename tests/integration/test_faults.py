@@ -83,7 +83,9 @@ def test_s3_server_down_for_seconds_mid_run(tiny_models, tmp_path, run_env):
     try:
         bucket = "fault-outage"
         write_demo_corpus(f"s3://{bucket}/corpus/", StorageConfig(endpoint_url=endpoint))
-        spec = write_spec(tmp_path / "spec.yaml", fast_spec(endpoint, bucket, str(tiny_models["internvl"])))
+        # Long generations: the rest of the run must outlast the outage (with 6 tokens a row it could
+        # commit inside the 5 s, and the outage would land on nothing).
+        spec = write_spec(tmp_path / "spec.yaml", fast_spec(endpoint, bucket, str(tiny_models["internvl"]), tokens=64))
         run = start_run(spec, "r", {**env, "VLMBATCH_S3_ENDPOINT": endpoint})
         wait_until(lambda: staged(endpoint, bucket, "r"), 300, "the first shard", run)
         subprocess.run([script, "stop"], env=s3env, check=True)
