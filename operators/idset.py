@@ -117,16 +117,14 @@ def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
 
 
 def split_by_bucket(keys: np.ndarray, buckets: int) -> list[np.ndarray]:
-    """``keys`` split into ``buckets`` arrays by :func:`bucket_of`."""
+    """``keys`` split into ``buckets`` arrays by :func:`bucket_of`, each sorted and distinct."""
     which = bucket_of(keys, buckets)
-    return [keys[which == b] for b in range(buckets)]
+    return [np.unique(keys[which == b]) for b in range(buckets)]
 
 
-def _bucketed_keys(uris: list[str], column: str, storage: StorageConfig | None,
-                   buckets: int) -> tuple[int, list[np.ndarray]]:
-    """Map task: how many keys ``column`` has over ``uris``, and the keys split by bucket (each sorted, distinct)."""
-    keys = concat_keys([as_key_array(_read_column(u, column, storage)) for u in uris])
-    return len(keys), [np.unique(part) for part in split_by_bucket(keys, buckets)]
+def _bucketed_keys(uris: list[str], column: str, storage: StorageConfig | None, buckets: int) -> list[np.ndarray]:
+    """Map task: the keys of ``column`` over ``uris``, split by bucket (:func:`split_by_bucket`)."""
+    return split_by_bucket(concat_keys([as_key_array(_read_column(u, column, storage)) for u in uris]), buckets)
 
 
 def unique_of(bucket: int, *parts: list[np.ndarray]) -> tuple[np.ndarray, int]:
@@ -173,8 +171,7 @@ def contains(groups: Sequence[np.ndarray], keys: np.ndarray, bucketed: bool = Fa
         which = bucket_of(keys, len(groups))
         for b, arr in enumerate(groups):
             at = np.flatnonzero(which == b)
-            if len(at) and len(arr):
-                hit[at] = _search(arr, keys[at])
+            hit[at] = _search(arr, keys[at])
         return hit
     for arr in groups:
         hit |= _search(arr, keys)
@@ -204,7 +201,7 @@ class KeySet:
 
         if not keys:
             return cls()
-        parts = [np.unique(p) for p in split_by_bucket(as_key_array(list(keys)), GROUPS)]
+        parts = split_by_bucket(as_key_array(list(keys)), GROUPS)
         return cls(tuple(ray.put(p) for p in parts), sum(len(p) for p in parts), bucketed=True)
 
     @classmethod
@@ -216,10 +213,10 @@ class KeySet:
         uris = list(uris)
         if not uris:
             return cls()
-        task = cpu_task(_bucketed_keys, num_returns=2)
+        task = cpu_task(_bucketed_keys)
         step = -(-len(uris) // groups)
         mapped = [task.remote(uris[i:i + step], column, storage, groups) for i in range(0, len(uris), step)]
-        refs, sizes = reduce_buckets([split for _, split in mapped], groups)
+        refs, sizes = reduce_buckets(mapped, groups)
         # Only the sizes come to the driver; the arrays stay in the object store.
         return cls(refs, sum(ray.get(sizes)), bucketed=True)
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import columns as C
+from schemas.status import Status
 
 
 def _total(data: pa.Table, name: str) -> int:
@@ -73,7 +74,7 @@ def batch_times(table: pa.Table) -> str:
 
 def _ok_length_counts(lengths: pa.Array, statuses: pa.Array) -> dict[int, int]:
     """How many of the ``ok`` entries have each (non-null) length."""
-    keep = pc.and_(pc.equal(statuses, "ok"), pc.is_valid(lengths))
+    keep = pc.and_(pc.equal(statuses, Status.OK.value), pc.is_valid(lengths))
     kept = pc.filter(lengths, pc.fill_null(keep, False))
     if not len(kept):
         return {}

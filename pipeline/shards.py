@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, TypeVar
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -312,7 +311,7 @@ def _scan_group(uris: list[str], storage: StorageConfig, key: str, buckets: int)
         if scanned is not None:
             metas.append(scanned[0])
             keys.append(as_key_array(scanned[1]))
-    return metas, [np.unique(part) for part in split_by_bucket(concat_keys(keys), buckets)]
+    return metas, split_by_bucket(concat_keys(keys), buckets)
 
 
 def staged_files(run_root: str, storage: StorageConfig) -> list[str]:
