@@ -121,10 +121,12 @@ class MemorySampler:
     Every sample also keeps each process's CPU seconds so far, so :meth:`cpu_between` can say which
     processes spent the CPU of a window (the steady state's profile by process). Every side of every
     comparison runs one, so its cost (``sampler_cpu_s``, in the sampling process) is on every side.
+    ``keep_cpu=False`` keeps no CPU samples: a bench that measures the driver's own memory over a
+    long run (``scale``) must not grow it by a sample every ``interval_s``.
     """
 
-    def __init__(self, interval_s: float = 0.25, rescan_s: float = 1.0):
-        self.interval_s, self.rescan_s = interval_s, rescan_s
+    def __init__(self, interval_s: float = 0.25, rescan_s: float = 1.0, keep_cpu: bool = True):
+        self.interval_s, self.rescan_s, self.keep_cpu = interval_s, rescan_s, keep_cpu
         self.per_pid: dict[int, tuple[str, float]] = {}
         self.split: dict[int, tuple[float, float]] = {}  # pid -> (peak RssAnon, peak RssShmem), MiB
         self.peak_total_mib = 0.0
@@ -181,7 +183,8 @@ class MemorySampler:
                 old = self.split.get(pid, (0.0, 0.0))
                 self.split[pid] = (max(old[0], mem[1]), max(old[1], mem[2]))
             self.peak_total_mib = max(self.peak_total_mib, total)
-            self.cpu_samples.append((time.time(), cpu))
+            if self.keep_cpu:
+                self.cpu_samples.append((time.time(), cpu))
             self.sampler_cpu_s += time.thread_time() - started
 
     def __enter__(self) -> MemorySampler:

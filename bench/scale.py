@@ -141,7 +141,7 @@ def side(params: BenchParams) -> dict:
     pipe = Pipeline.read(source_for(spec)).then(standin_stage(block_rows))
     t0 = time.perf_counter()
     run = Run(spec, x["scale_run_id"], pipeline=pipe)
-    with MemorySampler() as sampler:
+    with MemorySampler(keep_cpu=False) as sampler:
         manifest = run.execute()
     wall = time.perf_counter() - t0
     import ray

@@ -8,7 +8,8 @@ is read once (a committed run id is not run again); Ray starts; the source is li
 CPU tasks, into the run's listing (rows done by earlier runs of a schedule dropped there; a
 resumed attempt reuses it); staging is scanned once, by CPU tasks (a resumed run skips what
 earlier attempts wrote, joining in tasks); the rows stream through the stages into the writer,
-whose one row per shard feeds the ledger and the progress line; the exactly-once check (counts
+whose one row per shard feeds the ledger and the progress line (Ray Data's own per-block records
+kept to a sample, :mod:`pipeline.block_stats`); the exactly-once check (counts
 and key digests) passes or nothing is published; the manifest is written (the commit); the
 report is written beside it; the summary is printed. The driver holds one record per listing
 part and per shard, never a row. The writer writes, the observer observes; neither calls back.
@@ -29,6 +30,7 @@ from operators.skip import skip_done_stage
 from operators.sources.listing import clear_listing
 from operators.storage import join_uri
 from operators.vlm.factory import EngineFactory
+from pipeline.block_stats import bound_block_stats
 from pipeline.cluster_check import check_joined
 from pipeline.cluster_loss import STREAM_ATTEMPTS, lost_to_the_cluster
 from pipeline.commit import MANIFEST, CommitError, check_exactly_once, read_manifest, write_manifest
@@ -277,8 +279,11 @@ class Run:
         if done_elsewhere and not expected.skip_applied:
             skips.append(skip_done_stage(self.done_elsewhere(), C.ID))
         ds = self.pipeline.dataset(skips, mark)
+        bounded = 0
         shards = writer_stage(self.run_root, spec.sink, schema, expected.key).apply(ds)
         for meta in shards.iter_rows():
+            if not bounded:  # the execution exists once its first row is out
+                bounded = bound_block_stats(shards) or -1
             if meta["path"] in ledger.files:
                 raise CommitError(f"two shards wrote {meta['path']}: the same rows were processed twice")
             ledger.add(meta)

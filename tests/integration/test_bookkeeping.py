@@ -162,3 +162,33 @@ def test_a_failure_of_the_code_is_not_streamed_again(local_ray, tmp_path):
 class Broken:
     def __call__(self, table):
         raise ValueError("a bug in a stage: the same on every stream")
+
+
+def test_ray_datas_per_block_records_are_kept_to_a_sample(local_ray):
+    import ray.data
+
+    from pipeline.block_stats import ThinnedList, bound_block_stats
+
+    ds = ray.data.range(3000, override_num_blocks=300).map_batches(lambda b: b, batch_size=None)
+    rows = iter(ds.iter_rows())
+    first = next(rows)
+    assert bound_block_stats(ds, keep=8) >= 1, "the pinned Ray keeps its executor and per-block records here"
+    assert sum(1 for _ in rows) + 1 == 3000 and first is not None
+    ops = [op for op in ds._current_executor._topology if isinstance(getattr(op, "_output_blocks_stats", None),
+                                                                          ThinnedList)]
+    assert ops and all(len(op._output_blocks_stats) < 16 for op in ops), "at most 2 * keep records an operator"
+    assert max(op._output_blocks_stats.seen for op in ops) == 300, "every block was offered, a sample kept"
+    assert "Operator" in ds.stats(), "Ray Data's summary still renders from the sample"
+
+
+def test_a_run_bounds_the_per_block_records_of_its_stream(local_ray, tmp_path, monkeypatch):
+    import pipeline.runner as runner_module
+
+    seen = []
+    real = runner_module.bound_block_stats
+    monkeypatch.setattr(runner_module, "bound_block_stats", lambda ds: seen.append(real(ds)) or seen[-1])
+    root = tmp_path / "imgs"
+    tree(root)
+    run(spec({"uri": str(root)}, str(tmp_path / "out")), "bounded").execute()
+    assert seen and seen[0] >= 2, f"the stream's operators were bounded once ({seen})"
+    assert len(seen) == 1
