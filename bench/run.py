@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"bench.{name}")
         start_load, t0 = loadavg(), time.perf_counter()
         payload = module.compare(params, args.runs)
-        payload.update(runs_per_side=args.runs, bench_wall_s=round(time.perf_counter() - t0, 1),
+        # A bench that runs each case a fixed number of times says so itself (scale: once per size and source).
+        payload.setdefault("runs_per_side", args.runs)
+        payload.update(bench_wall_s=round(time.perf_counter() - t0, 1),
                        load_start=start_load, load_end=loadavg())
         path = write_result(name, payload, args.results_dir)
         print(json.dumps({"name": name, "ratios": payload.get("ratios"), "result": str(path)}), flush=True)

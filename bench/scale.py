@@ -260,8 +260,10 @@ def compare(params: BenchParams, runs: int) -> dict:
                 for field in ("driver_peak_rss_mib", "driver_peak_anon_mib"):
                     ratios[f"{source}_{name}_{field[:-4]}_{hi}_over_1000000"] = ratio(by[hi][name][field],
                                                                                       by[1_000_000][name][field])
-    return {"params": {"sizes": sizes, "sources": sources, "block_rows": BLOCK_ROWS, "shard_rows": SHARD_ROWS,
-                       "images": IMAGES}, "runs": results, "sweeps": swept, "ratios": ratios,
+    return {"runs_per_side": 1,
+            "params": {"sizes": sizes, "sources": sources, "block_rows": BLOCK_ROWS, "shard_rows": SHARD_ROWS,
+                       "images": IMAGES},
+            "runs": results, "sweeps": swept, "ratios": ratios,
             "targets": {k: "<= 1.10 (flat)" for k in ratios}}
 
 

@@ -17,7 +17,7 @@ calls directly.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -185,8 +185,15 @@ class SourceOperator(ABC):
         """Validate settings on the driver; raise ``ValueError`` with a clear message."""
 
     @abstractmethod
-    def read(self) -> ray.data.Dataset:
-        """Return the lazy dataset of source rows."""
+    def read(self, first: Sequence[Stage] = ()) -> ray.data.Dataset:
+        """Return the lazy dataset of source rows, with ``first`` applied to them (:func:`apply_stages`).
+
+        ``first``: stages that drop rows and need only the source's columns (the skips of done
+        ids). A source that reads large parts and then cuts them into blocks applies them before
+        the cut, so the rows they drop leave neither empty nor half-empty blocks behind: every
+        block costs the driver a record per operator, and empty ones are held back by no
+        object-store budget (a resume past 5M done rows queued ~1,000 of them).
+        """
 
     def count(self) -> int | None:
         """Number of rows the source yields, where known without reading (for the manifest)."""
@@ -195,3 +202,10 @@ class SourceOperator(ABC):
     def progress_total(self) -> int | None:
         """Rows to show as the progress line's total: :meth:`count`, or an estimate a source can give cheaply."""
         return self.count()
+
+
+def apply_stages(ds: ray.data.Dataset, stages: Sequence[Stage]) -> ray.data.Dataset:
+    """``ds`` with each of ``stages`` applied, in order."""
+    for stage in stages:
+        ds = stage.apply(ds)
+    return ds

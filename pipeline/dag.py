@@ -150,10 +150,10 @@ class Pipeline:
         """
         skips = [skip] if isinstance(skip, Stage) else list(skip or ())
         last = self.skip_positions(skips)
-        ds = self.source.read()
         skips += [mark] if mark is not None else []
         last += [self._final_after((C.ID,))] if mark is not None else []
-        ds = self._apply_skips(ds, skips, last, -1)
+        # Right after the source means inside its read, before it cuts parts into blocks (SourceOperator.read).
+        ds = self.source.read([s for s, at in zip(skips, last, strict=True) if at == -1])
         for n, stage in enumerate(self.stages):
             if not isinstance(stage, Barrier):
                 ds = stage.apply(ds)

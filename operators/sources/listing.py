@@ -18,8 +18,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +31,9 @@ from operators.idset import KeySet, add_digests, digest_hex, key_digest
 from operators.storage import ensure_parent, filesystem, join_uri, split_uri
 from operators.tasks import cpu_task
 from schemas.spec import StorageConfig
+
+if TYPE_CHECKING:
+    from operators.base import Stage
 
 log = logging.getLogger(__name__)
 
@@ -233,21 +237,23 @@ class ReadListingPart:
         return table.drop_columns([ENTRY]) if ENTRY in table.column_names else table
 
 
-def read_listing_dataset(run_root: str, storage: StorageConfig | None, listing: Listing, rows_per_block: int):
-    """The listing's rows as a lazy Ray dataset: one read task per part, then blocks of ``rows_per_block``.
+def read_listing_dataset(run_root: str, storage: StorageConfig | None, listing: Listing, rows_per_block: int,
+                         first: Sequence[Stage] = ()):
+    """The listing's rows as a lazy Ray dataset: one read task per part, ``first``, then blocks of ``rows_per_block``.
 
     Parts are large (cheap for the driver); the blocks after them are small, so the CPU stages
-    that follow run as many tasks in parallel as there are blocks.
+    that follow run as many tasks in parallel as there are blocks. ``first`` (skips of done ids)
+    runs on whole parts, fused into their read tasks, so what it leaves is cut into full blocks.
     """
     import ray.data
 
-    from operators.base import Resources, Stage
+    from operators.base import Resources, Stage, apply_stages
 
     items = [{"part": p.path} for p in listing.parts]
     read = Stage("read-listing", ReadListingPart, dict(run_root=run_root, storage=storage),
                  resources=Resources(num_cpus=0.25), batch_size=1, keeps_rows=False)
     ds = read.apply(ray.data.from_items(items, override_num_blocks=max(1, len(items))))
-    return ds.repartition(target_num_rows_per_block=rows_per_block)
+    return apply_stages(ds, first).repartition(target_num_rows_per_block=rows_per_block)
 
 
 def drop_done(table: pa.Table, skip: KeySet | None, key: str) -> tuple[pa.Table, int]:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Expected, SourceOperator
+from operators.base import Expected, SourceOperator, Stage, apply_stages
 from operators.idset import KeySet, digest_hex, find_repeats, key_digest
 from operators.sources.entries import (
     ENTRY_SCHEMA,
@@ -330,12 +331,13 @@ class LlavaManifestSource(SourceOperator):
             return self._prepared[2].rows
         return self._listing.num_rows if self._listing is not None else None
 
-    def read(self) -> ray.data.Dataset:
+    def read(self, first: Sequence[Stage] = ()) -> ray.data.Dataset:
         import ray.data
 
         if self._prepared is not None:
             run_root, storage, listing = self._prepared
-            return read_listing_dataset(run_root, storage, listing, self.rows_per_block)
+            return read_listing_dataset(run_root, storage, listing, self.rows_per_block, first)
         table = self.listing()
         step = self.rows_per_block
-        return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+        return apply_stages(ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]),
+                            first)

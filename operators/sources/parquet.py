@@ -9,12 +9,13 @@ file, so image bytes never pass through the driver. A row with embedded bytes sk
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.base import Expected, Resources, SourceOperator, Stage
+from operators.base import Expected, Resources, SourceOperator, Stage, apply_stages
 from operators.idset import find_repeats
 from operators.sources.entries import (
     ENTRY_SCHEMA,
@@ -185,12 +186,12 @@ class ParquetManifestSource(SourceOperator):
     def count(self) -> int:
         return sum(take for _, take, _ in self.files())
 
-    def read(self) -> ray.data.Dataset:
+    def read(self, first: Sequence[Stage] = ()) -> ray.data.Dataset:
         import ray.data
 
         items = [{"file": f, "take": take, "duplicates": dups} for f, take, dups in self.files()]
         read = Stage("read-parquet", ReadParquetEntries,
                      dict(config=self.config, image_root=self.image_root, namespace=self.namespace),
                      resources=Resources(num_cpus=0.5), batch_size=1, keeps_rows=False)
-        return read.apply(ray.data.from_items(items))
+        return apply_stages(read.apply(ray.data.from_items(items)), first)
 

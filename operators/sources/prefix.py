@@ -11,11 +11,12 @@ returns their counts and key digests; the driver holds folder names and part rec
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Expected, SourceOperator
+from operators.base import Expected, SourceOperator, Stage, apply_stages
 from operators.ids import location_id
 from operators.idset import KeySet
 from operators.sources.folders import list_level, list_tree
@@ -219,13 +220,14 @@ class PrefixSource(SourceOperator):
     def count(self) -> int | None:
         return self._prepared[2].rows if self._prepared else None
 
-    def read(self) -> ray.data.Dataset:
+    def read(self, first: Sequence[Stage] = ()) -> ray.data.Dataset:
         """The prepared listing's rows (see :meth:`prepare`); unprepared, an in-process listing (small prefixes)."""
         import ray.data
 
         if self._prepared is not None:
             run_root, storage, listing = self._prepared
-            return read_listing_dataset(run_root, storage, listing, self.rows_per_block)
+            return read_listing_dataset(run_root, storage, listing, self.rows_per_block, first)
         table = self.listing()
         step = self.rows_per_block
-        return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+        return apply_stages(ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]),
+                            first)

@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import posixpath
 import tarfile
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Resources, SourceOperator, Stage
+from operators.base import Resources, SourceOperator, Stage, apply_stages
 from operators.sources.entries import (
     ENTRY_SCHEMA,
     entry_row,
@@ -185,9 +186,9 @@ class WebDatasetSource(SourceOperator):
         names = [posixpath.basename(split_uri(s)[1]) for s in self.shards()]
         return sum(counts[n] for n in names) if all(n in counts for n in names) else None
 
-    def read(self) -> ray.data.Dataset:
+    def read(self, first: Sequence[Stage] = ()) -> ray.data.Dataset:
         import ray.data
 
         read = Stage("read-shard", ReadShard, dict(config=self.config, namespace=self.namespace),
                      resources=Resources(num_cpus=0.5), batch_size=1, keeps_rows=False)
-        return read.apply(ray.data.from_items([{"shard": s} for s in self.shards()]))
+        return apply_stages(read.apply(ray.data.from_items([{"shard": s} for s in self.shards()])), first)
