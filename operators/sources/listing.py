@@ -225,6 +225,10 @@ def finish_listing(run_root: str, storage: StorageConfig | None, parts: Iterable
     return listing
 
 
+#: Read tasks of a listing at most (the parts are spread over them): the driver holds an input block per task.
+READ_TASKS = 256
+
+
 class ReadListingPart:
     """Ray Data UDF: listing part paths -> their rows (the internal ``entry`` column dropped)."""
 
@@ -252,7 +256,10 @@ def read_listing_dataset(run_root: str, storage: StorageConfig | None, listing: 
     items = [{"part": p.path} for p in listing.parts]
     read = Stage("read-listing", ReadListingPart, dict(run_root=run_root, storage=storage),
                  resources=Resources(num_cpus=0.25), batch_size=1, keeps_rows=False)
-    ds = read.apply(ray.data.from_items(items, override_num_blocks=max(1, len(items))))
+    # Each input block is an object the driver owns, with its metadata, for the whole stream: at
+    # most READ_TASKS of them, each task reading its parts one by one (a block out per part).
+    blocks = max(1, min(len(items), READ_TASKS))
+    ds = read.apply(ray.data.from_items(items, override_num_blocks=blocks))
     return apply_stages(ds, first).repartition(target_num_rows_per_block=rows_per_block)
 
 

@@ -63,7 +63,12 @@ def tree(root) -> int:
     return n + 1
 
 
-def test_prefix_listed_in_tasks_resumed_and_checked(local_ray, tmp_path):
+def test_prefix_listed_in_tasks_resumed_and_checked(local_ray, tmp_path, monkeypatch):
+    import pipeline.runner as runner_module
+
+    bounded = []  # each stream bounds Ray Data's per-block records of its operators (pipeline/block_stats.py)
+    real = runner_module.bound_block_stats
+    monkeypatch.setattr(runner_module, "bound_block_stats", lambda ds: bounded.append(real(ds)) or bounded[-1])
     n = tree(tmp_path / "corpus")
     s = spec({"uri": str(tmp_path / "corpus")}, str(tmp_path / "out"))
     expected = source_for(s).listing()  # the in-process listing: the oracle
@@ -84,6 +89,7 @@ def test_prefix_listed_in_tasks_resumed_and_checked(local_ray, tmp_path):
     again = run(s, "r1").execute()
     assert 0 < again.summary.rows_resumed < n and again.summary.rows_out == n
     assert sorted(read_committed(str(root)).column(C.ID).to_pylist()) == sorted(ids)
+    assert len(bounded) == 2 and min(bounded) >= 3, f"both streams' operators were bounded, once each ({bounded})"
 
     # A shard written twice under another name repeats every one of its ids: caught, named, not committed.
     (root / "manifest.json").unlink()
@@ -180,15 +186,3 @@ def test_ray_datas_per_block_records_are_kept_to_a_sample(local_ray):
     assert max(op._output_blocks_stats.seen for op in ops) == 300, "every block was offered, a sample kept"
     assert "Operator" in ds.stats(), "Ray Data's summary still renders from the sample"
 
-
-def test_a_run_bounds_the_per_block_records_of_its_stream(local_ray, tmp_path, monkeypatch):
-    import pipeline.runner as runner_module
-
-    seen = []
-    real = runner_module.bound_block_stats
-    monkeypatch.setattr(runner_module, "bound_block_stats", lambda ds: seen.append(real(ds)) or seen[-1])
-    root = tmp_path / "imgs"
-    tree(root)
-    run(spec({"uri": str(root)}, str(tmp_path / "out")), "bounded").execute()
-    assert seen and seen[0] >= 2, f"the stream's operators were bounded once ({seen})"
-    assert len(seen) == 1

@@ -150,6 +150,38 @@ def test_skip_stages_go_where_their_key_is_final():
     assert pipe.skip_positions([by_id, by_source]) == [fetch, -1], "content ids are final after the fetch"
 
 
+def test_skips_right_after_the_source_run_inside_its_read_before_its_blocks_are_cut(monkeypatch):
+    """A skip at the source is handed to ``read``, which applies it to whole parts, then cuts blocks."""
+    import operators.sources.listing as listing_module
+    from operators.idset import KeySet
+    from operators.skip import skip_done_stage
+
+    calls = []
+
+    class Recording:
+        def map_batches(self, fn, **kwargs):
+            calls.append(getattr(fn, "__name__", type(fn).__name__))
+            return self
+
+        def repartition(self, **kwargs):
+            calls.append("repartition")
+            return self
+
+    import ray.data
+
+    monkeypatch.setattr(ray.data, "from_items", lambda items, **kw: Recording())
+    by_id = skip_done_stage(KeySet(), C.ID)
+    listing = listing_module.Listing([listing_module.Part("part-0.parquet", 10, "0" * 32, "0")], C.ID)
+    listing_module.read_listing_dataset("/r", None, listing, 8, [by_id])
+    assert calls == ["ReadListingPart", "SkipDone", "repartition"], calls
+
+    handed = []
+    pipe = build_pipeline(SPEC, "r1")
+    monkeypatch.setattr(type(pipe.source), "read", lambda self, first=(): handed.append(list(first)) or Recording())
+    pipe.dataset([by_id])
+    assert handed == [[by_id]], "the skip went into the source's read, not after it"
+
+
 def test_engine_pools_survive_node_loss_and_can_be_pinned():
     """The engine pool's actors are restarted and their batches retried; custom resources pin them."""
 
