@@ -263,6 +263,22 @@ def read_listing_dataset(run_root: str, storage: StorageConfig | None, listing: 
     return apply_stages(ds, first).repartition(target_num_rows_per_block=rows_per_block)
 
 
+def read_listed(prepared: tuple | None, listing: Callable[[], pa.Table], rows_per_block: int,
+                first: Sequence[Stage] = ()):
+    """A listing source's rows: its prepared listing ``(run_root, storage, Listing)`` read in tasks, or,
+    unprepared, ``listing()`` (an in-process table, small sources) cut into blocks; ``first`` applied."""
+    import ray.data
+
+    from operators.base import apply_stages
+
+    if prepared is not None:
+        run_root, storage, parts = prepared
+        return read_listing_dataset(run_root, storage, parts, rows_per_block, first)
+    table = listing()
+    step = rows_per_block
+    return apply_stages(ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]), first)
+
+
 def drop_done(table: pa.Table, skip: KeySet | None, key: str) -> tuple[pa.Table, int]:
     """``table`` without rows whose ``key`` is in ``skip``, and how many were dropped (for in-process listings)."""
     if not skip or not table.num_rows:

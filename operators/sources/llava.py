@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Expected, SourceOperator, Stage, apply_stages
+from operators.base import Expected, SourceOperator, Stage
 from operators.idset import KeySet, digest_hex, find_repeats, key_digest
 from operators.sources.entries import (
     ENTRY_SCHEMA,
@@ -41,8 +41,8 @@ from operators.sources.listing import (
     PartWriter,
     clear_listing,
     finish_listing,
+    read_listed,
     read_listing,
-    read_listing_dataset,
     read_part,
     write_part,
 )
@@ -332,12 +332,5 @@ class LlavaManifestSource(SourceOperator):
         return self._listing.num_rows if self._listing is not None else None
 
     def read(self, first: Sequence[Stage] = ()) -> ray.data.Dataset:
-        import ray.data
-
-        if self._prepared is not None:
-            run_root, storage, listing = self._prepared
-            return read_listing_dataset(run_root, storage, listing, self.rows_per_block, first)
-        table = self.listing()
-        step = self.rows_per_block
-        return apply_stages(ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]),
-                            first)
+        """The prepared listing's rows (see :meth:`prepare`); unprepared, an in-process listing (small ones)."""
+        return read_listed(self._prepared, self.listing, self.rows_per_block, first)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from operators.base import Expected, SourceOperator, Stage, apply_stages
+from operators.base import Expected, SourceOperator, Stage
 from operators.ids import location_id
 from operators.idset import KeySet
 from operators.sources.folders import list_level, list_tree
@@ -26,8 +26,8 @@ from operators.sources.listing import (
     PartWriter,
     clear_listing,
     finish_listing,
+    read_listed,
     read_listing,
-    read_listing_dataset,
 )
 from operators.storage import split_uri, to_uri
 from operators.tasks import cpu_task
@@ -221,13 +221,5 @@ class PrefixSource(SourceOperator):
         return self._prepared[2].rows if self._prepared else None
 
     def read(self, first: Sequence[Stage] = ()) -> ray.data.Dataset:
-        """The prepared listing's rows (see :meth:`prepare`); unprepared, an in-process listing (small prefixes)."""
-        import ray.data
-
-        if self._prepared is not None:
-            run_root, storage, listing = self._prepared
-            return read_listing_dataset(run_root, storage, listing, self.rows_per_block, first)
-        table = self.listing()
-        step = self.rows_per_block
-        return apply_stages(ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]),
-                            first)
+        """The prepared listing's rows (see :meth:`prepare`); unprepared, an in-process listing (small ones)."""
+        return read_listed(self._prepared, self.listing, self.rows_per_block, first)
