@@ -32,25 +32,20 @@ class ThinnedList(list):
         super().__init__()
         self.keep = keep
         self.stride = 1
-        self._seen = 0
+        self.seen = 0  # items appended in all, kept or not
         self.extend(items)
 
     def append(self, item) -> None:
-        if self._seen % self.stride == 0:
+        if self.seen % self.stride == 0:
             super().append(item)
             if len(self) >= 2 * self.keep:
                 del self[1::2]  # the kept items were every stride-th seen: now every 2*stride-th
                 self.stride *= 2
-        self._seen += 1
+        self.seen += 1
 
     def extend(self, items) -> None:
         for item in items:
             self.append(item)
-
-    @property
-    def seen(self) -> int:
-        """How many items were appended in all (kept or not)."""
-        return self._seen
 
 
 def bound_block_stats(ds, keep: int = KEEP) -> int:

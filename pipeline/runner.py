@@ -279,11 +279,10 @@ class Run:
         if done_elsewhere and not expected.skip_applied:
             skips.append(skip_done_stage(self.done_elsewhere(), C.ID))
         ds = self.pipeline.dataset(skips, mark)
-        bounded = 0
         shards = writer_stage(self.run_root, spec.sink, schema, expected.key).apply(ds)
-        for meta in shards.iter_rows():
-            if not bounded:  # the execution exists once its first row is out
-                bounded = bound_block_stats(shards) or -1
+        for count, meta in enumerate(shards.iter_rows()):
+            if count == 0:  # the execution exists once its first row is out
+                bound_block_stats(shards)
             if meta["path"] in ledger.files:
                 raise CommitError(f"two shards wrote {meta['path']}: the same rows were processed twice")
             ledger.add(meta)

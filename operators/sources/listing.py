@@ -243,7 +243,8 @@ class ReadListingPart:
 
 def read_listing_dataset(run_root: str, storage: StorageConfig | None, listing: Listing, rows_per_block: int,
                          first: Sequence[Stage] = ()):
-    """The listing's rows as a lazy Ray dataset: one read task per part, ``first``, then blocks of ``rows_per_block``.
+    """The listing's rows as a lazy Ray dataset: parts read by at most READ_TASKS tasks, ``first``, then blocks
+    of ``rows_per_block``.
 
     Parts are large (cheap for the driver); the blocks after them are small, so the CPU stages
     that follow run as many tasks in parallel as there are blocks. ``first`` (skips of done ids)

@@ -185,4 +185,3 @@ def test_ray_datas_per_block_records_are_kept_to_a_sample(local_ray):
     assert ops and all(len(op._output_blocks_stats) < 16 for op in ops), "at most 2 * keep records an operator"
     assert max(op._output_blocks_stats.seen for op in ops) == 300, "every block was offered, a sample kept"
     assert "Operator" in ds.stats(), "Ray Data's summary still renders from the sample"
-
